@@ -1,0 +1,321 @@
+//! Checks a [`ConfigFile`] and compiles it into a [`Gateway`].
+//!
+//! Every problem is reported with the path of the field at fault, and all of
+//! them are reported at once, so a user fixes a file in one pass.
+
+use std::collections::HashMap;
+
+use super::schema::{ConfigFile, ModelEntry, TeamEntry};
+use super::secret::{self, Env, KeyRef};
+use super::{key_bucket, ConfigError, Deployment, Gateway, Model, Team, TeamKey, DEFAULT_MAX_BODY_BYTES};
+use crate::json_scan::encode_string;
+use crate::providers::Provider;
+use crate::request::Endpoint;
+use crate::upstream::{ClusterNaming, UpstreamUrl};
+
+/// Routing strategies the config may name (LiteLLM's names, short and long).
+const ROUTING_STRATEGIES: [&str; 9] = [
+    "simple-shuffle",
+    "least-busy",
+    "latency-based",
+    "latency-based-routing",
+    "usage-based",
+    "usage-based-routing",
+    "usage-based-routing-v2",
+    "cost-based",
+    "cost-based-routing",
+];
+
+/// The largest request body the gateway will hold in memory.
+const MAX_BODY_LIMIT_MB: f64 = 256.0;
+
+/// The label used for callers that are not authenticated; no team may take it.
+pub const UNKNOWN_TEAM: &str = "unknown";
+
+#[derive(Debug)]
+pub struct Compiled {
+    pub gateway: Gateway,
+    /// Things that work but deserve a second look (literal keys, ...).
+    pub warnings: Vec<String>,
+    /// Every environment variable the config reads, for Envoy's
+    /// `vm_config.environment_variables.host_env_keys`.
+    pub env_keys: Vec<String>,
+}
+
+struct Ctx<'e> {
+    env: &'e dyn Env,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    env_keys: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// Resolves a key to its value; `None` after recording an error.
+    fn resolve(&mut self, path: &str, raw: &str, allow_digest: bool) -> Option<KeyRef> {
+        match secret::parse_key(raw, allow_digest) {
+            Err(msg) => {
+                self.error(path, msg);
+                None
+            }
+            Ok(KeyRef::Env(name)) => {
+                if !self.env_keys.contains(&name) {
+                    self.env_keys.push(name.clone());
+                }
+                match self.env.var(&name) {
+                    Some(v) if !v.trim().is_empty() => Some(KeyRef::Literal(v.trim().to_string())),
+                    Some(_) => {
+                        self.error(path, format!("environment variable {name} is empty"));
+                        None
+                    }
+                    None => {
+                        self.error(path, format!("environment variable {name} is not set"));
+                        None
+                    }
+                }
+            }
+            Ok(KeyRef::Literal(v)) => {
+                self.warnings.push(format!(
+                    "{path}: a literal key is stored in the config (and so in Envoy's config dump); prefer os.environ/NAME{}",
+                    if allow_digest { " or sha256:<hex>" } else { "" }
+                ));
+                Some(KeyRef::Literal(v))
+            }
+            Ok(digest) => Some(digest),
+        }
+    }
+}
+
+/// Checks the file and builds the gateway. `env` supplies `os.environ/…` keys.
+pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigError>> {
+    let mut cx = Ctx { env, errors: Vec::new(), warnings: Vec::new(), env_keys: Vec::new() };
+
+    let settings = file.general_settings.clone().unwrap_or_default();
+    let naming = match settings.cluster_naming.as_deref() {
+        None => ClusterNaming::default(),
+        Some(s) => ClusterNaming::parse(s).unwrap_or_else(|| {
+            cx.error(
+                "general_settings.cluster_naming",
+                format!("unknown value \"{s}\"; use tollgate or istio"),
+            );
+            ClusterNaming::default()
+        }),
+    };
+    let max_body_bytes = match settings.max_request_size_mb {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(mb) if mb.is_finite() && mb > 0.0 && mb <= MAX_BODY_LIMIT_MB => {
+            // Bounded above, so the conversion cannot overflow.
+            (mb * 1024.0 * 1024.0) as usize
+        }
+        Some(mb) => {
+            cx.error(
+                "general_settings.max_request_size_mb",
+                format!("{mb} is out of range; use a number above 0 and at most {MAX_BODY_LIMIT_MB}"),
+            );
+            DEFAULT_MAX_BODY_BYTES
+        }
+    };
+
+    if let Some(strategy) = file.router_settings.as_ref().and_then(|r| r.routing_strategy.as_deref()) {
+        if !ROUTING_STRATEGIES.contains(&strategy) {
+            cx.error(
+                "router_settings.routing_strategy",
+                format!("unknown strategy \"{strategy}\"; use one of {}", ROUTING_STRATEGIES.join(", ")),
+            );
+        }
+    }
+
+    if file.model_list.is_empty() {
+        cx.error("model_list", "list at least one model");
+    }
+    let mut models: Vec<Model> = Vec::new();
+    let mut model_index: HashMap<String, usize> = HashMap::new();
+    let mut deployments = Vec::new();
+    for (i, entry) in file.model_list.iter().enumerate() {
+        let base = format!("model_list[{i}]");
+        let name = entry.model_name.as_str();
+        if name.trim().is_empty() || name.chars().any(char::is_control) {
+            cx.error(format!("{base}.model_name"), "must be a non-empty name without control characters");
+            continue;
+        }
+        let model = match model_index.get(name) {
+            Some(&m) => m,
+            None => {
+                models.push(Model { name: name.to_string(), deployments: Vec::new() });
+                let m = models.len().saturating_sub(1);
+                model_index.insert(name.to_string(), m);
+                m
+            }
+        };
+        if let Some(d) = deployment(&mut cx, &base, entry, model, naming) {
+            deployments.push(d);
+            if let Some(m) = models.get_mut(model) {
+                m.deployments.push(deployments.len().saturating_sub(1));
+            }
+        }
+    }
+    for m in &models {
+        if m.deployments.len() > 1 {
+            cx.warnings.push(format!(
+                "model \"{}\" has {} deployments; they are taken in turn (round-robin) until routing strategies land",
+                m.name,
+                m.deployments.len()
+            ));
+        }
+    }
+
+    let mut teams = Vec::new();
+    let mut key_buckets: HashMap<u64, Vec<TeamKey>> = HashMap::new();
+    let mut team_ids: HashMap<&str, usize> = HashMap::new();
+    for (i, entry) in file.user_access.iter().enumerate() {
+        let base = format!("user_access[{i}]");
+        let id = entry.user_id.as_str();
+        if id.trim().is_empty() || id.chars().any(char::is_control) {
+            cx.error(format!("{base}.user_id"), "must be a non-empty name without control characters");
+        } else if id == UNKNOWN_TEAM {
+            cx.error(
+                format!("{base}.user_id"),
+                format!("\"{UNKNOWN_TEAM}\" is reserved: metrics use it for unauthenticated callers"),
+            );
+        } else if let Some(first) = team_ids.insert(id, i) {
+            cx.error(format!("{base}.user_id"), format!("duplicate team \"{id}\" (also user_access[{first}])"));
+        }
+        let team_index = teams.len();
+        let team = team(&mut cx, &base, entry, &models, &deployments, &model_index);
+        for (k, raw) in entry.api_keys.iter().enumerate() {
+            let path = format!("{base}.api_keys[{k}]");
+            let digest = match cx.resolve(&path, raw, true) {
+                Some(KeyRef::Digest(d)) => d,
+                Some(KeyRef::Literal(v)) | Some(KeyRef::Env(v)) => secret::sha256(v.as_bytes()),
+                None => continue,
+            };
+            let bucket = key_buckets.entry(key_bucket(&digest)).or_default();
+            if let Some(other) = bucket.iter().find(|k| k.digest == digest) {
+                let owner = file.user_access.get(other.team).map_or("?", |t| t.user_id.as_str());
+                cx.error(path, format!("the same key is already given to team \"{owner}\""));
+                continue;
+            }
+            bucket.push(TeamKey { digest, team: team_index });
+        }
+        if entry.api_keys.is_empty() {
+            cx.warnings.push(format!("{base}: team \"{id}\" has no api_keys, so no caller can authenticate as it"));
+        }
+        teams.push(team);
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    Ok(Compiled {
+        gateway: Gateway { models, deployments, teams, max_body_bytes, model_index, key_buckets },
+        warnings: cx.warnings,
+        env_keys: cx.env_keys,
+    })
+}
+
+fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, naming: ClusterNaming) -> Option<Deployment> {
+    let params = &entry.litellm_params;
+    let path = format!("{base}.litellm_params.model");
+    let Some((prefix, upstream_model)) = params.model.split_once('/') else {
+        cx.error(path, format!("\"{}\" must be provider/model, e.g. openai/gpt-4o", params.model));
+        return None;
+    };
+    let Some(provider) = Provider::from_prefix(prefix) else {
+        let known: Vec<&str> = Provider::ALL.iter().map(|p| p.name()).collect();
+        cx.error(path, format!("unknown provider \"{prefix}\"; supported: {}", known.join(", ")));
+        return None;
+    };
+    if upstream_model.trim().is_empty() {
+        cx.error(path, format!("\"{}\" names no upstream model after the provider", params.model));
+        return None;
+    }
+
+    let api_base = params.api_base.as_deref().unwrap_or(provider.default_api_base());
+    let url = match UpstreamUrl::parse(api_base) {
+        Ok(u) => u,
+        Err(msg) => {
+            cx.error(format!("{base}.litellm_params.api_base"), msg);
+            return None;
+        }
+    };
+    let auth_headers = match params.api_key.as_deref() {
+        None => {
+            if params.api_base.is_none() {
+                cx.warnings.push(format!(
+                    "{base}.litellm_params: no api_key, so requests reach {api_base} without credentials"
+                ));
+            }
+            Vec::new()
+        }
+        Some(raw) => match cx.resolve(&format!("{base}.litellm_params.api_key"), raw, false)? {
+            KeyRef::Literal(key) => provider.auth_headers(&key),
+            KeyRef::Env(_) | KeyRef::Digest(_) => return None,
+        },
+    };
+    if let Some(info) = &entry.model_info {
+        for (field, value) in [
+            ("input_cost_per_token", info.input_cost_per_token),
+            ("output_cost_per_token", info.output_cost_per_token),
+            ("cache_read_input_token_cost", info.cache_read_input_token_cost),
+        ] {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 {
+                    cx.error(format!("{base}.model_info.{field}"), format!("{v} must be a price of 0 or more, in USD per token"));
+                }
+            }
+        }
+    }
+    let paths = Endpoint::ALL.map(|e| provider.upstream_path(&url.base_path, e));
+    Some(Deployment {
+        model,
+        provider,
+        upstream_model: upstream_model.to_string(),
+        upstream_model_json: encode_string(upstream_model),
+        cluster: url.cluster_name(naming),
+        authority: url.authority(),
+        url,
+        paths,
+        auth_headers,
+    })
+}
+
+fn team(
+    cx: &mut Ctx<'_>,
+    base: &str,
+    entry: &TeamEntry,
+    models: &[Model],
+    deployments: &[Deployment],
+    model_index: &HashMap<String, usize>,
+) -> Team {
+    let mut allowed = vec![false; models.len()];
+    for (j, name) in entry.models.iter().enumerate() {
+        match model_index.get(name) {
+            Some(&m) => {
+                if let Some(slot) = allowed.get_mut(m) {
+                    *slot = true;
+                }
+            }
+            None => {
+                let known: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+                cx.error(
+                    format!("{base}.models[{j}]"),
+                    format!("unknown model \"{name}\"; model_list has: {}", known.join(", ")),
+                );
+            }
+        }
+    }
+    if let Some(b) = entry.max_budget {
+        if !b.is_finite() || b < 0.0 {
+            cx.error(format!("{base}.max_budget"), format!("{b} must be an amount of 0 or more, in USD"));
+        }
+    }
+    Team {
+        id: entry.user_id.clone(),
+        models_body: crate::access::models_list_body(models, deployments, &allowed),
+        allowed,
+        max_budget: entry.max_budget,
+    }
+}

@@ -1,0 +1,140 @@
+//! The gateway config: read (`parse_*`), checked and compiled (`compile`)
+//! into [`Gateway`], the form the request path uses. All lookups the request
+//! path needs are built here, once, when the config is loaded.
+
+mod compile;
+pub mod schema;
+pub mod secret;
+
+use std::collections::HashMap;
+use std::fmt;
+
+pub use compile::{compile, Compiled};
+pub use schema::ConfigFile;
+
+use crate::providers::Provider;
+use crate::request::Endpoint;
+use crate::upstream::UpstreamUrl;
+
+/// A config error, with the path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Reads the config from JSON (the form Envoy hands to the filter).
+pub fn parse_json(text: &str) -> Result<ConfigFile, ConfigError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| path_error(e.path(), e.inner()))
+}
+
+/// Reads the config from YAML (the form users write).
+#[cfg(feature = "cli")]
+pub fn parse_yaml(text: &str) -> Result<ConfigFile, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| path_error(e.path(), e.inner()))
+}
+
+fn path_error(path: &serde_path_to_error::Path, inner: &dyn fmt::Display) -> ConfigError {
+    let path = path.to_string();
+    let path = if path == "." { String::new() } else { path };
+    ConfigError::new(path, inner.to_string())
+}
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The compiled gateway: models, deployments and teams, indexed.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub models: Vec<Model>,
+    pub deployments: Vec<Deployment>,
+    pub teams: Vec<Team>,
+    pub max_body_bytes: usize,
+    model_index: HashMap<String, usize>,
+    /// Team keys by the first 8 bytes of their SHA-256 digest; see `auth`.
+    key_buckets: HashMap<u64, Vec<TeamKey>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamKey {
+    pub digest: [u8; 32],
+    pub team: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    /// Indexes into `Gateway::deployments`; never empty.
+    pub deployments: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub model: usize,
+    pub provider: Provider,
+    pub upstream_model: String,
+    /// `upstream_model` as a JSON string token, ready to splice into a body.
+    pub upstream_model_json: String,
+    pub url: UpstreamUrl,
+    pub cluster: String,
+    pub authority: String,
+    /// Upstream path per [`Endpoint`]; None where the provider lacks it.
+    pub paths: [Option<String>; Endpoint::COUNT],
+    /// Headers that carry the provider key (empty when no key is configured).
+    pub auth_headers: Vec<(String, String)>,
+}
+
+impl Deployment {
+    pub fn path(&self, endpoint: Endpoint) -> Option<&str> {
+        self.paths.get(endpoint as usize).and_then(|p| p.as_deref())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub id: String,
+    /// By model index: may this team call it?
+    pub allowed: Vec<bool>,
+    pub max_budget: Option<f64>,
+    /// The `GET /v1/models` answer for this team, rendered once.
+    pub models_body: String,
+}
+
+impl Team {
+    pub fn may_use(&self, model: usize) -> bool {
+        self.allowed.get(model).copied().unwrap_or(false)
+    }
+}
+
+impl Gateway {
+    pub fn model_by_name(&self, name: &str) -> Option<usize> {
+        self.model_index.get(name).copied()
+    }
+
+    pub fn keys_in_bucket(&self, bucket: u64) -> &[TeamKey] {
+        self.key_buckets.get(&bucket).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The bucket a key digest falls in: its first 8 bytes.
+pub fn key_bucket(digest: &[u8; 32]) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = *digest;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
+}

@@ -1,0 +1,154 @@
+//! Errors as clients see them: OpenAI's JSON error shape, with the status,
+//! `type` and `code` its SDKs map to exceptions.
+
+use serde::Serialize;
+
+/// Why a request was refused; becomes the `reason` label of
+/// `tollgate_denied_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    Unauthenticated,
+    ModelNotFound,
+    ModelNotAllowed,
+    BadRequest,
+    PayloadTooLarge,
+}
+
+impl DenyReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::ModelNotFound => "model_not_found",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::BadRequest => "bad_request",
+            Self::PayloadTooLarge => "payload_too_large",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<&'static str>,
+    pub code: Option<&'static str>,
+    pub reason: DenyReason,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: u16, reason: DenyReason, message: String) -> Self {
+        Self { status, message, kind: "invalid_request_error", param: None, code: None, reason }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, DenyReason::BadRequest, message.into())
+    }
+
+    pub fn bad_param(param: &'static str, message: impl Into<String>) -> Self {
+        Self { param: Some(param), ..Self::bad_request(message) }
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self { code: Some("invalid_api_key"), ..Self::new(401, DenyReason::Unauthenticated, message.into()) }
+    }
+
+    pub fn model_not_allowed(message: impl Into<String>) -> Self {
+        Self {
+            kind: "permission_error",
+            param: Some("model"),
+            code: Some("model_not_allowed"),
+            ..Self::new(403, DenyReason::ModelNotAllowed, message.into())
+        }
+    }
+
+    pub fn model_not_found(message: impl Into<String>) -> Self {
+        Self {
+            param: Some("model"),
+            code: Some("model_not_found"),
+            ..Self::new(404, DenyReason::ModelNotFound, message.into())
+        }
+    }
+
+    pub fn too_large(size: u64, limit: usize) -> Self {
+        let limit_mb = limit as f64 / (1024.0 * 1024.0);
+        Self::new(
+            413,
+            DenyReason::PayloadTooLarge,
+            format!(
+                "The request body is {size} bytes; this gateway accepts at most {limit} bytes ({limit_mb} MiB, general_settings.max_request_size_mb). Send a smaller request."
+            ),
+        )
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
+        Self::new(
+            405,
+            DenyReason::BadRequest,
+            format!("{method} is not supported on {path}; use {allowed}."),
+        )
+    }
+
+    /// For paths the gateway does not serve (rendered into Envoy's routes).
+    pub fn unknown_path() -> Self {
+        Self {
+            code: Some("not_found"),
+            ..Self::new(
+                404,
+                DenyReason::BadRequest,
+                "Unknown path. This gateway serves POST /v1/chat/completions, /v1/completions and /v1/embeddings, and GET /v1/models.".to_string(),
+            )
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        let envelope = Envelope {
+            error: Body { message: &self.message, kind: self.kind, param: self.param, code: self.code },
+        };
+        serde_json::to_string(&envelope).unwrap_or_else(|_| {
+            String::from(r#"{"error":{"message":"internal error","type":"api_error","param":null,"code":null}}"#)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_shape() {
+        let e = ApiError::model_not_found("The model \"gpt-5\" does not exist.");
+        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(v["error"]["message"], "The model \"gpt-5\" does not exist.");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], "model");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(e.status, 404);
+
+        let v: serde_json::Value = serde_json::from_str(&ApiError::bad_request("x").body()).unwrap();
+        assert!(v["error"]["code"].is_null() && v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn too_large_names_the_setting() {
+        let e = ApiError::too_large(40 << 20, 16 << 20);
+        assert_eq!(e.status, 413);
+        assert!(e.message.contains("max_request_size_mb"), "{}", e.message);
+        assert!(e.message.contains("16777216"), "{}", e.message);
+    }
+}

@@ -1,0 +1,41 @@
+//! Tollgate: an AI model gateway that runs inside Envoy as a proxy-wasm filter.
+//!
+//! The decisions live in plain modules that never call the host:
+//!
+//! | module | decides |
+//! |---|---|
+//! | [`config`] | what the config file says, checked and indexed |
+//! | [`request`] | which endpoint a path is |
+//! | [`json_scan`] | where the model is in a body, without parsing it all |
+//! | [`auth`] | which team a key belongs to |
+//! | [`access`] | whether that team may use that model |
+//! | [`routing`] | which deployment serves the request |
+//! | [`providers`] | what each provider expects upstream |
+//! | [`upstream`] | api_base URLs and cluster names |
+//! | [`admission`] | the request path, step by step |
+//! | [`errors`] | OpenAI-shaped errors |
+//!
+//! `filter` (wasm32 only) maps proxy-wasm callbacks onto them; `render`
+//! (feature `cli`) writes the Envoy config.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+pub mod access;
+pub mod admission;
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod json_scan;
+pub mod providers;
+pub mod request;
+pub mod routing;
+pub mod upstream;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+#[cfg(feature = "cli")]
+pub mod render;

@@ -1,0 +1,83 @@
+//! What a request asks for, judged from its method and path alone.
+
+/// The inference endpoints the gateway forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub const COUNT: usize = 3;
+    pub const ALL: [Endpoint; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
+
+    /// The path under an OpenAI-style base (`/v1`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route<'a> {
+    Inference(Endpoint),
+    /// `GET /v1/models`.
+    ListModels,
+    /// `GET /v1/models/{model}`.
+    RetrieveModel(&'a str),
+    /// Not a gateway path; Envoy's own routes decide.
+    NotOurs,
+}
+
+/// Classifies a `:path`. The query string is ignored; both `/v1/...` and the
+/// bare form (`/chat/completions`, as the seed's clients call it) are accepted.
+pub fn classify(path: &str) -> Route<'_> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let path = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
+    match path {
+        "/chat/completions" => Route::Inference(Endpoint::ChatCompletions),
+        "/completions" => Route::Inference(Endpoint::Completions),
+        "/embeddings" => Route::Inference(Endpoint::Embeddings),
+        "/models" | "/models/" => Route::ListModels,
+        _ => match path.strip_prefix("/models/") {
+            Some(model) if !model.is_empty() => Route::RetrieveModel(model),
+            _ => Route::NotOurs,
+        },
+    }
+}
+
+/// The query string of a `:path`, with its `?`, or "".
+pub fn query(path: &str) -> &str {
+    path.find('?').and_then(|i| path.get(i..)).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_paths() {
+        assert_eq!(classify("/v1/chat/completions"), Route::Inference(Endpoint::ChatCompletions));
+        assert_eq!(classify("/chat/completions"), Route::Inference(Endpoint::ChatCompletions));
+        assert_eq!(classify("/v1/completions?x=1"), Route::Inference(Endpoint::Completions));
+        assert_eq!(classify("/embeddings"), Route::Inference(Endpoint::Embeddings));
+        assert_eq!(classify("/v1/models"), Route::ListModels);
+        assert_eq!(classify("/models"), Route::ListModels);
+        assert_eq!(classify("/v1/models/gpt-4.1-mini"), Route::RetrieveModel("gpt-4.1-mini"));
+        assert_eq!(classify("/v1"), Route::NotOurs);
+        assert_eq!(classify("/v1x/chat/completions"), Route::NotOurs);
+        assert_eq!(classify("/v1/chat/completions/extra"), Route::NotOurs);
+        assert_eq!(classify("/metrics"), Route::NotOurs);
+        assert_eq!(classify(""), Route::NotOurs);
+    }
+
+    #[test]
+    fn keeps_the_query() {
+        assert_eq!(query("/v1/chat/completions?a=b"), "?a=b");
+        assert_eq!(query("/v1/chat/completions"), "");
+    }
+}
