@@ -95,6 +95,18 @@ impl ApiError {
         )
     }
 
+    /// Too large, measured by Envoy before the filter saw the whole body.
+    pub fn too_large_unknown(limit: usize) -> Self {
+        let limit_mb = limit as f64 / (1024.0 * 1024.0);
+        Self::new(
+            413,
+            DenyReason::PayloadTooLarge,
+            format!(
+                "The request body is larger than this gateway accepts: at most {limit} bytes ({limit_mb} MiB, general_settings.max_request_size_mb). Send a smaller request."
+            ),
+        )
+    }
+
     pub fn method_not_allowed(method: &str, path: &str, allowed: &str) -> Self {
         Self::new(
             405,

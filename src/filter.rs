@@ -83,7 +83,7 @@ impl RootContext for Root {
         Some(Box::new(Request {
             gateway: self.gateway.clone(),
             routed: Rc::clone(&self.routed),
-            pending: None,
+            state: State::Passing,
         }))
     }
 
@@ -95,7 +95,16 @@ impl RootContext for Root {
 struct Request {
     gateway: Option<Rc<Gateway>>,
     routed: Rc<Cell<u64>>,
-    pending: Option<Pending>,
+    state: State,
+}
+
+enum State {
+    /// Not ours, or already forwarded: let everything through.
+    Passing,
+    /// Reading the body before deciding.
+    Reading(Pending),
+    /// Answered locally: hold back whatever still arrives.
+    Answered,
 }
 
 impl Context for Request {}
@@ -103,8 +112,7 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let Some(gw) = self.gateway.clone() else {
-            send_error(&internal("the gateway is not configured; see Envoy's log"));
-            return Action::Pause;
+            return self.answer_error(&internal("the gateway is not configured; see Envoy's log"));
         };
         let method = request_header(":method");
         let path = request_header(":path");
@@ -122,19 +130,17 @@ impl HttpContext for Request {
                 Action::Continue
             }
             HeadDecision::Answer { body, .. } => {
+                self.state = State::Answered;
                 send_json(200, &body);
                 Action::Pause
             }
-            HeadDecision::Deny { error, .. } => {
-                send_error(&error);
-                Action::Pause
-            }
+            HeadDecision::Deny { error, .. } => self.answer_error(&error),
             HeadDecision::ReadBody(pending) => {
                 if end_of_stream {
-                    self.finish(&gw, &pending, &[]);
-                    Action::Pause
+                    // No body will follow: decide on an empty one.
+                    self.finish(&gw, &pending, &[])
                 } else {
-                    self.pending = Some(pending);
+                    self.state = State::Reading(pending);
                     Action::Pause
                 }
             }
@@ -142,62 +148,71 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(gw), Some(pending)) = (self.gateway.clone(), self.pending.take()) else {
-            return Action::Continue;
+        let pending = match std::mem::replace(&mut self.state, State::Passing) {
+            State::Reading(pending) => pending,
+            State::Answered => {
+                self.state = State::Answered;
+                return Action::Pause;
+            }
+            State::Passing => return Action::Continue,
+        };
+        let Some(gw) = self.gateway.clone() else {
+            return self.answer_error(&internal("the gateway is not configured; see Envoy's log"));
         };
         if body_size > gw.max_body_bytes {
-            send_error(&ApiError::too_large(body_size as u64, gw.max_body_bytes));
-            return Action::Pause;
+            return self.answer_error(&ApiError::too_large(body_size as u64, gw.max_body_bytes));
         }
         if !end_of_stream {
-            self.pending = Some(pending);
+            self.state = State::Reading(pending);
             return Action::Pause;
         }
         let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
             Ok(b) => b.unwrap_or_default(),
             Err(status) => {
-                send_error(&internal(&format!("reading the request body failed: {status:?}")));
-                return Action::Pause;
+                return self.answer_error(&internal(&format!("reading the request body failed: {status:?}")));
             }
         };
-        if self.finish(&gw, &pending, &body) {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
+        self.finish(&gw, &pending, &body)
     }
 }
 
 impl Request {
-    /// Routes a complete request. True when it may go upstream.
-    fn finish(&mut self, gw: &Gateway, pending: &Pending, body: &[u8]) -> bool {
+    /// Routes a complete request: forwards it, or answers with an error.
+    fn finish(&mut self, gw: &Gateway, pending: &Pending, body: &[u8]) -> Action {
         let n = self.routed.get();
         self.routed.set(n.wrapping_add(1));
-        match admission::on_body(gw, pending, body, n) {
-            Ok(forward) => apply(&forward),
-            Err(error) => {
-                send_error(&error);
-                false
+        let forward = match admission::on_body(gw, pending, body, n) {
+            Ok(forward) => forward,
+            Err(error) => return self.answer_error(&error),
+        };
+        match apply(&forward) {
+            Ok(()) => {
+                self.state = State::Passing;
+                Action::Continue
             }
+            Err(message) => self.answer_error(&internal(&message)),
         }
+    }
+
+    fn answer_error(&mut self, error: &ApiError) -> Action {
+        self.state = State::Answered;
+        send_error(error);
+        Action::Pause
     }
 }
 
-/// Applies a forward decision. False (after answering 500) if Envoy refused a change.
-fn apply(forward: &Forward) -> bool {
+/// Applies a forward decision to the request Envoy holds.
+fn apply(forward: &Forward) -> Result<(), String> {
     if let Some(edit) = &forward.body_edit {
-        if let Err(status) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, edit.replace, &edit.prefix) {
-            send_error(&internal(&format!("rewriting the request body failed: {status:?}")));
-            return false;
-        }
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, edit.replace, &edit.prefix)
+            .map_err(|status| format!("rewriting the request body failed: {status:?}"))?;
     }
     for (name, value) in &forward.headers {
         if !set_request_header(name, value.as_deref()) {
-            send_error(&internal(&format!("setting the {name} header failed")));
-            return false;
+            return Err(format!("setting the {name} header failed"));
         }
     }
-    true
+    Ok(())
 }
 
 fn request_header(name: &str) -> Option<String> {

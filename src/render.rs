@@ -75,6 +75,7 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "tollgate",
         "codec_type": "AUTO",
+        "local_reply_config": local_reply_config(gw.max_body_bytes),
         "route_config": {
             "name": "tollgate",
             "virtual_hosts": [{
@@ -130,8 +131,10 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
         ]
     });
 
-    // The listener must be able to buffer a whole request of the largest allowed
-    // size, or Envoy answers 413 itself before the filter can.
+    // Room for a whole request of the largest allowed size. A larger body may
+    // meet this limit before the filter sees it (Envoy checks it as data
+    // arrives); that 413 is reshaped by local_reply_config, so the client
+    // gets the same OpenAI-shaped error either way.
     let buffer_limit = gw.max_body_bytes.saturating_add(1024 * 1024);
     let mut listeners = vec![json!({
         "name": "tollgate",
@@ -150,6 +153,40 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
             "clusters": clusters
         }
     })
+}
+
+/// Envoy's own error replies (a body over its buffer limit, an upstream that
+/// cannot be reached, a timeout) in OpenAI's error shape, so that SDKs can
+/// read them. The filter's replies carry no response code details, and
+/// direct responses (the 404 route) are already JSON; both are left alone.
+fn local_reply_config(max_body_bytes: usize) -> Value {
+    let cel = |expression: &str| {
+        json!({"extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": expression
+            }
+        }})
+    };
+    let too_large = crate::errors::ApiError::too_large_unknown(max_body_bytes);
+    json!({"mappers": [
+        {
+            "filter": cel("response.code_details == 'request_payload_too_large'"),
+            "body_format_override": {"json_format": {"error": {
+                "message": too_large.message, "type": too_large.kind, "param": null, "code": null
+            }}}
+        },
+        {
+            "filter": cel("response.code_details != '' && response.code_details != 'direct_response'"),
+            "body_format_override": {"json_format": {"error": {
+                "message": "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
+                "type": "gateway_error",
+                "param": null,
+                "code": null
+            }}}
+        }
+    ]})
 }
 
 fn socket(address: &str, port: u16) -> Value {
