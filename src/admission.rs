@@ -101,6 +101,42 @@ pub struct Forward {
     pub headers: Vec<(&'static str, Option<String>)>,
     /// Replace the body's first `replace` bytes with `prefix`.
     pub body_edit: Option<BodyEdit>,
+    /// The most this request can cost, in tokens, for the budget reservation.
+    pub estimate: Estimate,
+}
+
+/// A request's worst case, before the provider answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// Prompt tokens, estimated from the body: one token per 4 bytes, rounded up.
+    pub input_tokens: u64,
+    /// `max_completion_tokens` or `max_tokens` (times `n`), else
+    /// [`DEFAULT_MAX_OUTPUT_TOKENS`]; 0 for embeddings.
+    pub output_tokens: u64,
+}
+
+/// Output tokens reserved for a request that sets no `max_tokens`.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+/// The largest `n` (choices per request) taken at its word.
+const MAX_CHOICES: u64 = 128;
+
+fn estimate(body: &[u8], top: &json_scan::TopLevel, endpoint: Endpoint) -> Estimate {
+    let number = |key: TopKey| -> Option<u64> {
+        let span = top.get(key).filter(|s| s.kind == Kind::Number)?;
+        std::str::from_utf8(body.get(span.start..span.end)?).ok()?.parse::<u64>().ok()
+    };
+    let input_tokens = (body.len() as u64).div_ceil(4);
+    let output_tokens = match endpoint {
+        Endpoint::Embeddings => 0,
+        Endpoint::ChatCompletions | Endpoint::Completions => {
+            let per_choice = number(TopKey::MaxCompletionTokens)
+                .or_else(|| number(TopKey::MaxTokens))
+                .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+            let choices = number(TopKey::N).filter(|n| (1..=MAX_CHOICES).contains(n)).unwrap_or(1);
+            per_choice.saturating_mul(choices)
+        }
+    };
+    Estimate { input_tokens, output_tokens }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +203,8 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
             None => headers.push((name, None)),
         }
     }
-    Ok(Forward { model, deployment, headers, body_edit })
+    let estimate = estimate(body, &top, pending.endpoint);
+    Ok(Forward { model, deployment, headers, body_edit, estimate })
 }
 
 fn scan_error(e: ScanError) -> ApiError {

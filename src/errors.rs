@@ -10,8 +10,11 @@ pub enum DenyReason {
     Unauthenticated,
     ModelNotFound,
     ModelNotAllowed,
+    BudgetExceeded,
     BadRequest,
     PayloadTooLarge,
+    /// Not a refusal: the gateway failed. Not counted as a denial.
+    Internal,
 }
 
 impl DenyReason {
@@ -20,8 +23,10 @@ impl DenyReason {
             Self::Unauthenticated => "unauthenticated",
             Self::ModelNotFound => "model_not_found",
             Self::ModelNotAllowed => "model_not_allowed",
+            Self::BudgetExceeded => "budget_exceeded",
             Self::BadRequest => "bad_request",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::Internal => "internal",
         }
     }
 }
@@ -84,6 +89,29 @@ impl ApiError {
         }
     }
 
+    /// 429 with OpenAI's own code for exhausted quota.
+    pub fn budget_exceeded(team: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
+        let usd = |micro: u64| micro as f64 / 1e6;
+        let in_flight = if reserved_micro > 0 {
+            format!(" (plus ${:.6} held by requests in flight)", usd(reserved_micro))
+        } else {
+            String::new()
+        };
+        Self {
+            kind: "insufficient_quota",
+            code: Some("insufficient_quota"),
+            ..Self::new(
+                429,
+                DenyReason::BudgetExceeded,
+                format!(
+                    "Team \"{team}\" has used its budget: ${:.6} spent of ${:.6}{in_flight}. Ask your platform team to raise max_budget in user_access.",
+                    usd(spent_micro),
+                    usd(budget_micro)
+                ),
+            )
+        }
+    }
+
     pub fn too_large(size: u64, limit: usize) -> Self {
         let limit_mb = limit as f64 / (1024.0 * 1024.0);
         Self::new(
@@ -113,6 +141,11 @@ impl ApiError {
             DenyReason::BadRequest,
             format!("{method} is not supported on {path}; use {allowed}."),
         )
+    }
+
+    /// 500: the gateway itself failed (a hostcall refused, say).
+    pub fn internal(message: &str) -> Self {
+        Self { kind: "api_error", ..Self::new(500, DenyReason::Internal, format!("Gateway error: {message}.")) }
     }
 
     /// For paths the gateway does not serve (rendered into Envoy's routes).

@@ -29,17 +29,20 @@ pub enum TopKey {
     MaxTokens = 3,
     MaxCompletionTokens = 4,
     N = 5,
+    /// In responses: the provider's token counts.
+    Usage = 6,
 }
 
 impl TopKey {
-    pub const COUNT: usize = 6;
-    pub const ALL: [TopKey; 6] = [
+    pub const COUNT: usize = 7;
+    pub const ALL: [TopKey; 7] = [
         TopKey::Model,
         TopKey::Stream,
         TopKey::StreamOptions,
         TopKey::MaxTokens,
         TopKey::MaxCompletionTokens,
         TopKey::N,
+        TopKey::Usage,
     ];
 
     /// The JSON key as it appears in the request body.
@@ -51,6 +54,7 @@ impl TopKey {
             TopKey::MaxTokens => "max_tokens",
             TopKey::MaxCompletionTokens => "max_completion_tokens",
             TopKey::N => "n",
+            TopKey::Usage => "usage",
         }
     }
 
@@ -66,6 +70,7 @@ impl TopKey {
             b"max_tokens" => Some(TopKey::MaxTokens),
             b"max_completion_tokens" => Some(TopKey::MaxCompletionTokens),
             b"n" => Some(TopKey::N),
+            b"usage" => Some(TopKey::Usage),
             _ => None,
         }
     }

@@ -10,6 +10,11 @@
 //! | [`auth`] | which team a key belongs to |
 //! | [`access`] | whether that team may use that model |
 //! | [`routing`] | which deployment serves the request |
+//! | [`budget`] | team budgets: reserve, settle, compare-and-swap |
+//! | [`accounting`] | what a request cost, once its response is known |
+//! | [`pricing`] | prices and the cost of a request |
+//! | [`usage`] | token counts in provider responses |
+//! | [`metrics`] | metric names and their Prometheus labels |
 //! | [`providers`] | what each provider expects upstream |
 //! | [`upstream`] | api_base URLs and cluster names |
 //! | [`admission`] | the request path, step by step |
@@ -24,15 +29,20 @@
 )]
 
 pub mod access;
+pub mod accounting;
 pub mod admission;
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod errors;
 pub mod json_scan;
+pub mod metrics;
+pub mod pricing;
 pub mod providers;
 pub mod request;
 pub mod routing;
 pub mod upstream;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -145,8 +145,13 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
     if let Some(port) = opts.demo_provider_port {
         listeners.push(demo_provider(&opts.listen_address, port));
     }
+    let stats_tags: Vec<Value> = crate::metrics::stats_tags()
+        .into_iter()
+        .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
+        .collect();
     json!({
         "node": {"id": "tollgate", "cluster": "tollgate"},
+        "stats_config": {"stats_tags": stats_tags, "use_all_default_tags": true},
         "admin": {"address": socket(&opts.admin_address, opts.admin_port)},
         "static_resources": {
             "listeners": listeners,
@@ -194,8 +199,11 @@ fn socket(address: &str, port: u16) -> Value {
 }
 
 fn upstream_cluster(name: &str, url: &UpstreamUrl, ca_file: &str) -> Value {
+    // Envoy's stat tags split names on dots; keep the host's dots out of stats.
+    let stat_name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let mut cluster = json!({
         "name": name,
+        "alt_stat_name": stat_name,
         "type": if url.is_ip() { "STATIC" } else { "LOGICAL_DNS" },
         "connect_timeout": "10s",
         "dns_lookup_family": "V4_PREFERRED",

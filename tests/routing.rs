@@ -229,7 +229,7 @@ fn envoy_errors_come_in_openai_shape() {
     let config = standard_config(&up).replace(
         "  - model_name: text-embedding-3-small",
         &format!(
-            "  - model_name: gpt-down\n    litellm_params: {{model: openai/gpt-down, api_base: \"http://127.0.0.1:{closed}/v1\"}}\n  - model_name: text-embedding-3-small"
+            "  - model_name: gpt-down\n    litellm_params: {{model: openai/gpt-4o-mini, api_base: \"http://127.0.0.1:{closed}/v1\"}}\n  - model_name: text-embedding-3-small"
         ),
     ).replace("[gpt-4o-mini, gpt-4.1-mini,", "[gpt-4o-mini, gpt-down, gpt-4.1-mini,");
     let gw = Gateway::start(&config, &standard_env());

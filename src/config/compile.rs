@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use super::schema::{ConfigFile, ModelEntry, TeamEntry};
 use super::secret::{self, Env, KeyRef};
 use super::{key_bucket, ConfigError, Deployment, Gateway, Model, Team, TeamKey, DEFAULT_MAX_BODY_BYTES};
+use crate::budget;
 use crate::json_scan::encode_string;
+use crate::pricing::{self, Price};
 use crate::providers::Provider;
 use crate::request::Endpoint;
 use crate::upstream::{ClusterNaming, UpstreamUrl};
@@ -119,6 +121,7 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         }
     };
 
+    let allow_unpriced = settings.allow_unpriced_models.unwrap_or(false);
     if let Some(strategy) = file.router_settings.as_ref().and_then(|r| r.routing_strategy.as_deref()) {
         if !ROUTING_STRATEGIES.contains(&strategy) {
             cx.error(
@@ -137,8 +140,8 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     for (i, entry) in file.model_list.iter().enumerate() {
         let base = format!("model_list[{i}]");
         let name = entry.model_name.as_str();
-        if name.trim().is_empty() || name.chars().any(char::is_control) {
-            cx.error(format!("{base}.model_name"), "must be a non-empty name without control characters");
+        if let Err(msg) = check_label(name) {
+            cx.error(format!("{base}.model_name"), msg);
             continue;
         }
         let model = match model_index.get(name) {
@@ -173,8 +176,8 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     for (i, entry) in file.user_access.iter().enumerate() {
         let base = format!("user_access[{i}]");
         let id = entry.user_id.as_str();
-        if id.trim().is_empty() || id.chars().any(char::is_control) {
-            cx.error(format!("{base}.user_id"), "must be a non-empty name without control characters");
+        if let Err(msg) = check_label(id) {
+            cx.error(format!("{base}.user_id"), msg);
         } else if id == UNKNOWN_TEAM {
             cx.error(
                 format!("{base}.user_id"),
@@ -185,6 +188,9 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         }
         let team_index = teams.len();
         let team = team(&mut cx, &base, entry, &models, &deployments, &model_index);
+        if entry.max_budget.is_some() && !allow_unpriced {
+            check_priced(&mut cx, &base, entry, &models, &deployments, &model_index);
+        }
         for (k, raw) in entry.api_keys.iter().enumerate() {
             let path = format!("{base}.api_keys[{k}]");
             let digest = match cx.resolve(&path, raw, true) {
@@ -214,6 +220,20 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         warnings: cx.warnings,
         env_keys: cx.env_keys,
     })
+}
+
+/// Team and model names become metric labels; see `metrics`.
+fn check_label(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.chars().any(char::is_control) {
+        return Err("must be a non-empty name without control characters".to_string());
+    }
+    if name.contains(crate::metrics::SEPARATOR) {
+        return Err(format!(
+            "\"{name}\" may not contain '{}': it separates labels in metric names",
+            crate::metrics::SEPARATOR
+        ));
+    }
+    Ok(())
 }
 
 fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, naming: ClusterNaming) -> Option<Deployment> {
@@ -255,19 +275,7 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
             KeyRef::Env(_) | KeyRef::Digest(_) => return None,
         },
     };
-    if let Some(info) = &entry.model_info {
-        for (field, value) in [
-            ("input_cost_per_token", info.input_cost_per_token),
-            ("output_cost_per_token", info.output_cost_per_token),
-            ("cache_read_input_token_cost", info.cache_read_input_token_cost),
-        ] {
-            if let Some(v) = value {
-                if !v.is_finite() || v < 0.0 {
-                    cx.error(format!("{base}.model_info.{field}"), format!("{v} must be a price of 0 or more, in USD per token"));
-                }
-            }
-        }
-    }
+    let price = price(cx, base, entry, upstream_model);
     let paths = Endpoint::ALL.map(|e| provider.upstream_path(&url.base_path, e));
     Some(Deployment {
         model,
@@ -279,7 +287,59 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
         url,
         paths,
         auth_headers,
+        price,
     })
+}
+
+/// A deployment's prices: `model_info` where given, else the built-in table.
+fn price(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, upstream_model: &str) -> Option<Price> {
+    let builtin = pricing::builtin(upstream_model);
+    let info = entry.model_info.clone().unwrap_or_default();
+    let mut convert = |field: &str, value: Option<f64>| -> Option<u64> {
+        let v = value?;
+        let converted = pricing::from_usd_per_token(v);
+        if converted.is_none() {
+            cx.error(format!("{base}.model_info.{field}"), format!("{v} must be a price of 0 or more, in USD per token"));
+        }
+        converted
+    };
+    let input = convert("input_cost_per_token", info.input_cost_per_token);
+    let output = convert("output_cost_per_token", info.output_cost_per_token);
+    let cached = convert("cache_read_input_token_cost", info.cache_read_input_token_cost);
+    let resolved_input = input.or(builtin.map(|p| p.input))?;
+    let resolved_output = output.or(builtin.map(|p| p.output))?;
+    // A cache price goes with the input price it came with.
+    let resolved_cached = cached
+        .or(if input.is_none() { builtin.map(|p| p.cached_input) } else { None })
+        .unwrap_or(resolved_input);
+    Some(Price { input: resolved_input, output: resolved_output, cached_input: resolved_cached })
+}
+
+/// A team with a budget may only reach priced deployments: a request to an
+/// unpriced one would cost nothing, and the budget would leak through it.
+fn check_priced(
+    cx: &mut Ctx<'_>,
+    base: &str,
+    entry: &TeamEntry,
+    models: &[Model],
+    deployments: &[Deployment],
+    model_index: &HashMap<String, usize>,
+) {
+    for (j, name) in entry.models.iter().enumerate() {
+        let Some(model) = model_index.get(name).and_then(|m| models.get(*m)) else { continue };
+        let unpriced = model.deployments.iter().filter_map(|d| deployments.get(*d)).find(|d| d.price.is_none());
+        if let Some(d) = unpriced {
+            cx.error(
+                format!("{base}.models[{j}]"),
+                format!(
+                    "team \"{}\" has a max_budget, but model \"{name}\" ({}/{}) has no known price; set model_info.input_cost_per_token and output_cost_per_token on its deployment, or general_settings.allow_unpriced_models: true to count it at zero cost",
+                    entry.user_id,
+                    d.provider.name(),
+                    d.upstream_model
+                ),
+            );
+        }
+    }
 }
 
 fn team(
@@ -317,5 +377,7 @@ fn team(
         models_body: crate::access::models_list_body(models, deployments, &allowed),
         allowed,
         max_budget: entry.max_budget,
+        budget_micro: entry.max_budget.map(budget::usd_to_micro),
+        ledger_key: budget::ledger_key(&entry.user_id),
     }
 }

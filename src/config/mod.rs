@@ -12,6 +12,7 @@ use std::fmt;
 pub use compile::{compile, Compiled};
 pub use schema::ConfigFile;
 
+use crate::pricing::Price;
 use crate::providers::Provider;
 use crate::request::Endpoint;
 use crate::upstream::UpstreamUrl;
@@ -99,6 +100,8 @@ pub struct Deployment {
     pub paths: [Option<String>; Endpoint::COUNT],
     /// Headers that carry the provider key (empty when no key is configured).
     pub auth_headers: Vec<(String, String)>,
+    /// Per-token prices: `model_info`, else the built-in table; None if unknown.
+    pub price: Option<Price>,
 }
 
 impl Deployment {
@@ -113,6 +116,10 @@ pub struct Team {
     /// By model index: may this team call it?
     pub allowed: Vec<bool>,
     pub max_budget: Option<f64>,
+    /// `max_budget` in micro-USD.
+    pub budget_micro: Option<u64>,
+    /// The shared-data key of the team's ledger.
+    pub ledger_key: String,
     /// The `GET /v1/models` answer for this team, rendered once.
     pub models_body: String,
 }

@@ -85,4 +85,8 @@ pub struct GeneralSettings {
     /// clusters Istio makes for a ServiceEntry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_naming: Option<String>,
+    /// Let teams with a budget call models whose price is unknown (they are
+    /// then counted at zero cost). Off by default: budgets must not leak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unpriced_models: Option<bool>,
 }

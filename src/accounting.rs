@@ -1,0 +1,107 @@
+//! What a request cost, once its response is known.
+//!
+//! - A 2xx response with usage: exactly what the provider reports.
+//! - A 2xx response without usage (cut off, or a provider that sends none):
+//!   the prompt estimate, billed as input, and flagged as estimated.
+//! - Anything else (a provider error, no response): nothing; providers do
+//!   not bill failed requests.
+
+use crate::admission::Estimate;
+use crate::pricing::Price;
+use crate::usage::{self, Usage};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub usage: Usage,
+    pub cost_micro: u64,
+    pub estimated: bool,
+}
+
+pub fn is_success(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (200..300).contains(&s))
+}
+
+pub fn outcome(price: Option<Price>, status: Option<u16>, usage: Option<Usage>, estimate: Estimate) -> Outcome {
+    let price = price.unwrap_or_default();
+    let (usage, estimated) = match (is_success(status), usage) {
+        (true, Some(u)) => (u, false),
+        (true, None) => (Usage { input: estimate.input_tokens, ..Usage::default() }, true),
+        (false, _) => (Usage::default(), false),
+    };
+    Outcome { usage, cost_micro: price.cost_micro(&usage), estimated }
+}
+
+/// The reservation for a request: its estimated prompt and its whole output
+/// allowance at full price.
+pub fn worst_case_micro(price: Option<Price>, estimate: Estimate) -> u64 {
+    let usage = Usage { input: estimate.input_tokens, cached_input: 0, output: estimate.output_tokens };
+    price.unwrap_or_default().cost_micro(&usage)
+}
+
+/// A copy of a response body as it passes through, kept to read its usage
+/// at the end. Past `limit` bytes it stops copying and the usage is
+/// estimated.
+#[derive(Debug, Default)]
+pub struct ResponseCopy {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+/// The largest response body copied for its usage.
+pub const RESPONSE_COPY_LIMIT: usize = 32 * 1024 * 1024;
+
+impl ResponseCopy {
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.overflowed || self.bytes.len().saturating_add(chunk.len()) > RESPONSE_COPY_LIMIT {
+            self.overflowed = true;
+            self.bytes = Vec::new();
+            return;
+        }
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        if self.overflowed {
+            return None;
+        }
+        usage::from_response(&self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRICE: Price = Price { input: 150_000, output: 600_000, cached_input: 75_000 };
+    const EST: Estimate = Estimate { input_tokens: 100, output_tokens: 4096 };
+
+    #[test]
+    fn exact_estimated_and_free() {
+        let u = Usage { input: 10, cached_input: 0, output: 5 };
+        assert_eq!(outcome(Some(PRICE), Some(200), Some(u), EST), Outcome { usage: u, cost_micro: 5, estimated: false });
+        let o = outcome(Some(PRICE), Some(200), None, EST);
+        assert_eq!((o.usage.input, o.usage.output, o.cost_micro, o.estimated), (100, 0, 15, true));
+        assert_eq!(outcome(Some(PRICE), Some(429), Some(u), EST), Outcome::default());
+        assert_eq!(outcome(Some(PRICE), None, None, EST), Outcome::default());
+        assert_eq!(outcome(None, Some(200), Some(u), EST).cost_micro, 0);
+    }
+
+    #[test]
+    fn worst_case() {
+        // 100 × 0.15 + 4096 × 0.6 = 15 + 2457.6 -> 2473 µUSD
+        assert_eq!(worst_case_micro(Some(PRICE), EST), 2473);
+        assert_eq!(worst_case_micro(None, EST), 0);
+    }
+
+    #[test]
+    fn response_copy_is_bounded() {
+        let mut c = ResponseCopy::default();
+        c.push(br#"{"usage":{"prompt_tokens":3,"#);
+        c.push(br#""completion_tokens":4}}"#);
+        assert_eq!(c.usage(), Some(Usage { input: 3, cached_input: 0, output: 4 }));
+        let mut c = ResponseCopy::default();
+        c.push(&vec![b' '; RESPONSE_COPY_LIMIT]);
+        c.push(b"{}");
+        assert_eq!(c.usage(), None);
+    }
+}

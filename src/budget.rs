@@ -1,0 +1,242 @@
+//! Team budgets: where the budget is checked.
+//!
+//! Each team with a `max_budget` has a ledger in proxy-wasm shared data,
+//! shared by every worker VM: what it has spent and what requests in flight
+//! have reserved, in integer micro-USD. At admission a request reserves its
+//! worst-case cost; when its response ends it settles to the actual cost.
+//! Every update is a compare-and-swap, retried on conflict, so concurrent
+//! requests on different workers never lose an update.
+//!
+//! The rule: a request is admitted while `spent + reserved < budget`. So a
+//! burst cannot all pass a nearly spent budget (each admitted request raises
+//! `reserved` for the next), and spend can exceed the budget by at most one
+//! request: the last one admitted, if its actual cost was above what
+//! remained.
+
+/// Where ledgers live. The filter implements it with proxy-wasm shared data;
+/// tests with a map.
+pub trait Store {
+    /// The value and its version (CAS token), or `(None, None)` if absent.
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String>;
+    /// Writes if `cas` still matches the stored version (`None`: unconditionally).
+    /// `Ok(false)` when someone else wrote first.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String>;
+}
+
+/// A team's ledger, in micro-USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ledger {
+    pub spent: u64,
+    pub reserved: u64,
+}
+
+impl Ledger {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        let (a, b) = out.split_at_mut(8);
+        a.copy_from_slice(&self.spent.to_le_bytes());
+        b.copy_from_slice(&self.reserved.to_le_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Ledger> {
+        let (a, b) = bytes.split_at_checked(8)?;
+        Some(Ledger {
+            spent: u64::from_le_bytes(a.try_into().ok()?),
+            reserved: u64::from_le_bytes(b.try_into().ok()?),
+        })
+    }
+
+    /// What is left of a budget, not counting reservations.
+    pub fn remaining(&self, budget: u64) -> u64 {
+        budget.saturating_sub(self.spent)
+    }
+}
+
+/// The admission rule, on one ledger value.
+pub fn admit(ledger: Ledger, budget: u64, worst_case: u64) -> Result<Ledger, Ledger> {
+    if ledger.spent.saturating_add(ledger.reserved) >= budget {
+        return Err(ledger);
+    }
+    Ok(Ledger { reserved: ledger.reserved.saturating_add(worst_case), ..ledger })
+}
+
+/// Settling: the reservation is released and the actual cost is spent.
+pub fn settle(ledger: Ledger, reserved: u64, actual: u64) -> Ledger {
+    Ledger { spent: ledger.spent.saturating_add(actual), reserved: ledger.reserved.saturating_sub(reserved) }
+}
+
+/// USD (as in `max_budget`) to micro-USD.
+pub fn usd_to_micro(usd: f64) -> u64 {
+    let micro = (usd * 1e6).round();
+    if micro.is_finite() && micro > 0.0 {
+        micro.min(u64::MAX as f64) as u64
+    } else {
+        0
+    }
+}
+
+pub fn ledger_key(team: &str) -> String {
+    format!("tollgate/ledger/{team}")
+}
+
+const MAX_ATTEMPTS: usize = 256;
+
+/// Applies `change` to a ledger with compare-and-swap, retrying on conflict.
+/// `change` returns the new ledger, or `Err` to leave the ledger as it is.
+/// Returns the ledger before and after.
+pub fn update<E>(
+    store: &dyn Store,
+    key: &str,
+    change: impl Fn(Ledger) -> Result<Ledger, E>,
+) -> Result<Result<(Ledger, Ledger), E>, String> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (value, cas) = store.get(key)?;
+        let before = match &value {
+            Some(bytes) => Ledger::decode(bytes).ok_or_else(|| format!("ledger {key} is corrupt"))?,
+            None => Ledger::default(),
+        };
+        let after = match change(before) {
+            Ok(after) => after,
+            Err(e) => return Ok(Err(e)),
+        };
+        if store.set(key, &after.encode(), cas)? {
+            return Ok(Ok((before, after)));
+        }
+    }
+    Err(format!("ledger {key}: gave up after {MAX_ATTEMPTS} conflicting updates"))
+}
+
+/// Creates a ledger if it does not exist yet (when the config is loaded),
+/// so that every later update is a compare-and-swap on a versioned value.
+pub fn ensure(store: &dyn Store, key: &str) -> Result<Ledger, String> {
+    let (value, _) = store.get(key)?;
+    match value {
+        Some(bytes) => Ledger::decode(&bytes).ok_or_else(|| format!("ledger {key} is corrupt")),
+        None => {
+            store.set(key, &Ledger::default().encode(), None)?;
+            Ok(Ledger::default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Barrier, Mutex};
+
+    /// Shared data as Envoy keeps it: a value and a version per key.
+    #[derive(Default)]
+    struct MapStore(Mutex<HashMap<String, (Vec<u8>, u32)>>);
+
+    impl Store for MapStore {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+            let map = self.0.lock().unwrap();
+            Ok(match map.get(key) {
+                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+                None => (None, None),
+            })
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+            let mut map = self.0.lock().unwrap();
+            let entry = map.entry(key.to_string()).or_insert((Vec::new(), 0));
+            if let Some(c) = cas {
+                if c != entry.1 {
+                    return Ok(false);
+                }
+            }
+            *entry = (value.to_vec(), entry.1 + 1);
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn encodes_and_decodes() {
+        let l = Ledger { spent: 7, reserved: u64::MAX };
+        assert_eq!(Ledger::decode(&l.encode()), Some(l));
+        assert_eq!(Ledger::decode(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn admission_rule() {
+        let budget = 100;
+        assert_eq!(admit(Ledger { spent: 0, reserved: 0 }, budget, 30), Ok(Ledger { spent: 0, reserved: 30 }));
+        assert_eq!(admit(Ledger { spent: 60, reserved: 30 }, budget, 30), Ok(Ledger { spent: 60, reserved: 60 }));
+        assert!(admit(Ledger { spent: 60, reserved: 40 }, budget, 1).is_err());
+        assert!(admit(Ledger { spent: 100, reserved: 0 }, budget, 0).is_err());
+        assert!(admit(Ledger::default(), 0, 0).is_err(), "a zero budget admits nothing");
+        assert_eq!(settle(Ledger { spent: 60, reserved: 60 }, 30, 12), Ledger { spent: 72, reserved: 30 });
+    }
+
+    #[test]
+    fn usd_conversion() {
+        assert_eq!(usd_to_micro(500.0), 500_000_000);
+        assert_eq!(usd_to_micro(0.0000014), 1);
+        assert_eq!(usd_to_micro(-1.0), 0);
+    }
+
+    /// 40 threads race for a budget that has room for 3 worst cases: exactly
+    /// 3 are admitted, and after settling, spend is within one request of the
+    /// budget. Run many times over.
+    #[test]
+    fn a_burst_cannot_overrun_a_budget() {
+        for _ in 0..50 {
+            let store = Arc::new(MapStore::default());
+            let key = ledger_key("team");
+            ensure(store.as_ref(), &key).unwrap();
+            update(store.as_ref(), &key, |l| Ok::<_, ()>(Ledger { spent: 940, ..l })).unwrap().unwrap();
+            let (budget, worst, actual) = (1_000u64, 20u64, 15u64);
+            let barrier = Arc::new(Barrier::new(40));
+            let handles: Vec<_> = (0..40)
+                .map(|_| {
+                    let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let admitted = update(store.as_ref(), &key, |l| admit(l, budget, worst)).unwrap().is_ok();
+                        if admitted {
+                            update(store.as_ref(), &key, |l| Ok::<_, ()>(settle(l, worst, actual))).unwrap().unwrap();
+                        }
+                        admitted
+                    })
+                })
+                .collect();
+            let admitted = handles.into_iter().map(|h| h.join().unwrap()).filter(|a| *a).count();
+            let (value, _) = store.get(&key).unwrap();
+            let ledger = Ledger::decode(&value.unwrap()).unwrap();
+            assert_eq!(ledger.reserved, 0);
+            assert_eq!(ledger.spent, 940 + admitted as u64 * actual);
+            // Reservations admit exactly 3 (940+20+20+20 = 1000); settling
+            // early can free room for a few more, never past budget + one.
+            assert!(admitted >= 3, "admitted {admitted}");
+            assert!(ledger.spent < budget + actual, "spent {} with {admitted} admitted", ledger.spent);
+        }
+    }
+
+    #[test]
+    fn reservations_alone_admit_exactly_what_fits() {
+        let store = Arc::new(MapStore::default());
+        let key = ledger_key("team");
+        ensure(store.as_ref(), &key).unwrap();
+        update(store.as_ref(), &key, |l| Ok::<_, ()>(Ledger { spent: 940, ..l })).unwrap().unwrap();
+        let barrier = Arc::new(Barrier::new(40));
+        let handles: Vec<_> = (0..40)
+            .map(|_| {
+                let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    update(store.as_ref(), &key, |l| admit(l, 1_000, 20)).unwrap().is_ok()
+                })
+            })
+            .collect();
+        let admitted = handles.into_iter().map(|h| h.join().unwrap()).filter(|a| *a).count();
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn gives_up_on_a_corrupt_ledger() {
+        let store = MapStore::default();
+        store.set("k", b"xx", None).unwrap();
+        assert!(update(&store, "k", Ok::<_, ()>).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! Hostcalls, each with its status handled. The SDK's trait helpers unwrap
+//! (and its string getters panic on non-UTF-8 values), so the filter only
+//! ever calls `hostcalls::*` through these functions.
+
+use std::time::UNIX_EPOCH;
+
+use log::warn;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, Status};
+
+use crate::budget;
+use crate::errors::ApiError;
+
+pub fn request_header(name: &str) -> Option<String> {
+    header(MapType::HttpRequestHeaders, name)
+}
+
+pub fn response_header(name: &str) -> Option<String> {
+    header(MapType::HttpResponseHeaders, name)
+}
+
+fn header(map: MapType, name: &str) -> Option<String> {
+    match hostcalls::get_map_value_bytes(map, name) {
+        // A value that is not text is kept as an empty string, so the checks
+        // refuse it instead of treating it as absent.
+        Ok(Some(bytes)) => Some(String::from_utf8(bytes).unwrap_or_default()),
+        Ok(None) => None,
+        Err(status) => {
+            warn!("reading header {name} failed: {status:?}");
+            None
+        }
+    }
+}
+
+pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
+    match hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+        Ok(()) => true,
+        Err(status) => {
+            warn!("setting request header {name} failed: {status:?}");
+            false
+        }
+    }
+}
+
+pub fn body(buffer: BufferType, size: usize) -> Result<Vec<u8>, Status> {
+    hostcalls::get_buffer(buffer, 0, size).map(Option::unwrap_or_default)
+}
+
+pub fn send_json(status: u16, body: &str) {
+    let headers = vec![("content-type", "application/json")];
+    if let Err(s) = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes())) {
+        warn!("sending a local response failed: {s:?}");
+    }
+}
+
+pub fn send_error(error: &ApiError) {
+    send_json(error.status, &error.body());
+}
+
+/// Milliseconds since the epoch, from the host's clock.
+pub fn now_ms() -> u64 {
+    match hostcalls::get_current_time() {
+        Ok(t) => t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        Err(status) => {
+            warn!("reading the clock failed: {status:?}");
+            0
+        }
+    }
+}
+
+/// proxy-wasm shared data: one store for every worker VM of this plugin.
+pub struct SharedData;
+
+impl budget::Store for SharedData {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+        hostcalls::get_shared_data(key).map_err(|s| format!("reading shared data {key}: {s:?}"))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(true),
+            Err(Status::CasMismatch) => Ok(false),
+            Err(s) => Err(format!("writing shared data {key}: {s:?}")),
+        }
+    }
+}

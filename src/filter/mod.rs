@@ -1,0 +1,377 @@
+//! The proxy-wasm layer: reads what Envoy hands over, asks the plain modules
+//! what to do, and does it. Nothing is decided here.
+//!
+//! A request goes through: headers (`admission::on_head`), body
+//! (`admission::on_body`, then `budget` reserves), response (the body is
+//! copied for its usage), end (`accounting` settles, stats are updated).
+
+mod host;
+mod stats;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use log::{error, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+
+use crate::accounting::{self, ResponseCopy};
+use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, CLUSTER_HEADER};
+use crate::budget::{self, Ledger};
+use crate::config::{self, secret::ProcessEnv, Gateway};
+use crate::errors::{ApiError, DenyReason};
+use crate::metrics::Metric;
+use host::SharedData;
+use stats::{delta, Stats};
+
+/// The `team` label of callers that are not authenticated.
+const UNKNOWN_TEAM: &str = "unknown";
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+#[derive(Default)]
+struct Root {
+    gateway: Option<Rc<Gateway>>,
+    stats: Rc<Stats>,
+    /// Requests this worker has routed; takes deployments in turn.
+    routed: Rc<Cell<u64>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => {
+                error!("no plugin configuration; pass the gateway config as the filter's configuration");
+                return false;
+            }
+            Err(status) => {
+                error!("reading the plugin configuration failed: {status:?}");
+                return false;
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&raw) else {
+            error!("the plugin configuration is not UTF-8");
+            return false;
+        };
+        let file = match config::parse_json(text) {
+            Ok(f) => f,
+            Err(e) => {
+                error!("invalid config: {e}");
+                return false;
+            }
+        };
+        let compiled = match config::compile(&file, &ProcessEnv) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors {
+                    error!("invalid config: {e}");
+                }
+                return false;
+            }
+        };
+        for w in &compiled.warnings {
+            warn!("{w}");
+        }
+        let gw = compiled.gateway;
+        // Ledgers exist before traffic, so every update is a compare-and-swap.
+        for team in &gw.teams {
+            let Some(budget) = team.budget_micro else { continue };
+            match budget::ensure(&SharedData, &team.ledger_key) {
+                Ok(ledger) => self.stats.record(
+                    Metric::BudgetRemaining,
+                    &[("team", &team.id)],
+                    ledger.remaining(budget),
+                ),
+                Err(e) => {
+                    error!("{e}");
+                    return false;
+                }
+            }
+        }
+        info!("configured {} models, {} deployments, {} teams", gw.models.len(), gw.deployments.len(), gw.teams.len());
+        self.gateway = Some(Rc::new(gw));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request {
+            gateway: self.gateway.clone(),
+            stats: Rc::clone(&self.stats),
+            routed: Rc::clone(&self.routed),
+            state: State::Passing,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Request {
+    gateway: Option<Rc<Gateway>>,
+    stats: Rc<Stats>,
+    routed: Rc<Cell<u64>>,
+    state: State,
+}
+
+enum State {
+    /// Not a gateway request: let everything through.
+    Passing,
+    /// Reading the body before deciding.
+    Reading { pending: Pending, started_ms: u64 },
+    /// Answered locally: hold back whatever still arrives.
+    Answered,
+    /// Sent to a provider; accounted when it ends.
+    Forwarded(Box<InFlight>),
+    /// Accounted.
+    Done,
+}
+
+/// A forwarded request, until its response ends.
+struct InFlight {
+    team: usize,
+    model: usize,
+    deployment: usize,
+    estimate: Estimate,
+    /// Micro-USD reserved in the team's ledger (0 without a budget).
+    reserved: u64,
+    started_ms: u64,
+    status: Option<u16>,
+    response: ResponseCopy,
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let Some(gw) = self.gateway.clone() else {
+            return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
+        };
+        let method = host::request_header(":method");
+        let path = host::request_header(":path");
+        let authorization = host::request_header("authorization");
+        let content_length = host::request_header("content-length");
+        let head = Head {
+            method: method.as_deref().unwrap_or_default(),
+            path: path.as_deref().unwrap_or_default(),
+            authorization: authorization.as_deref(),
+            content_length: content_length.as_deref(),
+        };
+        match admission::on_head(&gw, &head) {
+            HeadDecision::PassThrough => {
+                host::set_request_header(CLUSTER_HEADER, None);
+                Action::Continue
+            }
+            HeadDecision::Answer { body, .. } => {
+                self.state = State::Answered;
+                host::send_json(200, &body);
+                Action::Pause
+            }
+            HeadDecision::Deny { team, error } => self.deny(team, &error),
+            HeadDecision::ReadBody(pending) => {
+                let started_ms = host::now_ms();
+                if end_of_stream {
+                    // No body will follow: decide on an empty one.
+                    self.finish(&gw, &pending, &[], started_ms)
+                } else {
+                    self.state = State::Reading { pending, started_ms };
+                    Action::Pause
+                }
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (pending, started_ms) = match std::mem::replace(&mut self.state, State::Done) {
+            State::Reading { pending, started_ms } => (pending, started_ms),
+            State::Answered => {
+                self.state = State::Answered;
+                return Action::Pause;
+            }
+            other => {
+                self.state = other;
+                return Action::Continue;
+            }
+        };
+        let Some(gw) = self.gateway.clone() else {
+            return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
+        };
+        if body_size > gw.max_body_bytes {
+            return self.deny(Some(pending.team), &ApiError::too_large(body_size as u64, gw.max_body_bytes));
+        }
+        if !end_of_stream {
+            self.state = State::Reading { pending, started_ms };
+            return Action::Pause;
+        }
+        match host::body(BufferType::HttpRequestBody, body_size) {
+            Ok(body) => self.finish(&gw, &pending, &body, started_ms),
+            Err(status) => self.deny(Some(pending.team), &internal(&format!("reading the request body failed: {status:?}"))),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let State::Forwarded(flight) = &mut self.state {
+            flight.status = host::response_header(":status").and_then(|s| s.parse().ok());
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let State::Forwarded(flight) = &mut self.state else {
+            return Action::Continue;
+        };
+        if accounting::is_success(flight.status) && body_size > 0 {
+            match host::body(BufferType::HttpResponseBody, body_size) {
+                Ok(chunk) => flight.response.push(&chunk),
+                Err(status) => warn!("reading the response body failed: {status:?}"),
+            }
+        }
+        if end_of_stream {
+            self.settle();
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // The stream is over: settle what the response callbacks did not
+        // (a client that went away, an upstream reset, a body-less response).
+        self.settle();
+    }
+}
+
+impl Request {
+    /// Routes a complete request: forwards it, or answers with an error.
+    fn finish(&mut self, gw: &Gateway, pending: &Pending, body: &[u8], started_ms: u64) -> Action {
+        let n = self.routed.get();
+        self.routed.set(n.wrapping_add(1));
+        let forward = match admission::on_body(gw, pending, body, n) {
+            Ok(forward) => forward,
+            Err(error) => return self.deny(Some(pending.team), &error),
+        };
+        let reserved = match self.reserve(gw, pending.team, &forward) {
+            Ok(reserved) => reserved,
+            Err(error) => return self.deny(Some(pending.team), &error),
+        };
+        if let Err(message) = apply(&forward) {
+            self.release(gw, pending.team, reserved);
+            return self.deny(Some(pending.team), &internal(&message));
+        }
+        self.state = State::Forwarded(Box::new(InFlight {
+            team: pending.team,
+            model: forward.model,
+            deployment: forward.deployment,
+            estimate: forward.estimate,
+            reserved,
+            started_ms,
+            status: None,
+            response: ResponseCopy::default(),
+        }));
+        Action::Continue
+    }
+
+    /// Reserves the request's worst case in the team's ledger. Returns the
+    /// amount reserved (0 for a team without a budget).
+    fn reserve(&self, gw: &Gateway, team: usize, forward: &Forward) -> Result<u64, ApiError> {
+        let Some(t) = gw.teams.get(team) else { return Ok(0) };
+        let Some(budget) = t.budget_micro else { return Ok(0) };
+        let price = gw.deployments.get(forward.deployment).and_then(|d| d.price);
+        let worst = accounting::worst_case_micro(price, forward.estimate);
+        match budget::update(&SharedData, &t.ledger_key, |l| budget::admit(l, budget, worst)) {
+            Ok(Ok(_)) => Ok(worst),
+            Ok(Err(ledger)) => Err(ApiError::budget_exceeded(&t.id, ledger.spent, ledger.reserved, budget)),
+            Err(e) => Err(internal(&e)),
+        }
+    }
+
+    fn release(&self, gw: &Gateway, team: usize, reserved: u64) {
+        if let Some(t) = gw.teams.get(team).filter(|t| t.budget_micro.is_some()) {
+            if let Err(e) = budget::update(&SharedData, &t.ledger_key, |l| Ok::<_, ()>(budget::settle(l, reserved, 0))) {
+                error!("{e}");
+            }
+        }
+    }
+
+    /// Accounts a forwarded request once: cost, ledger, stats.
+    fn settle(&mut self) {
+        let State::Forwarded(flight) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let Some(gw) = self.gateway.clone() else { return };
+        let (Some(team), Some(model), Some(dep)) =
+            (gw.teams.get(flight.team), gw.models.get(flight.model), gw.deployments.get(flight.deployment))
+        else {
+            return;
+        };
+        let outcome = accounting::outcome(dep.price, flight.status, flight.response.usage(), flight.estimate);
+
+        if let Some(budget) = team.budget_micro {
+            let settled = budget::update(&SharedData, &team.ledger_key, |l: Ledger| {
+                Ok::<_, ()>(budget::settle(l, flight.reserved, outcome.cost_micro))
+            });
+            match settled {
+                Ok(Ok((before, after))) => {
+                    let change = i128::from(after.remaining(budget)) - i128::from(before.remaining(budget));
+                    self.stats.add(
+                        Metric::BudgetRemaining,
+                        &[("team", &team.id)],
+                        i64::try_from(change).unwrap_or_default(),
+                    );
+                }
+                Ok(Err(())) => {}
+                Err(e) => error!("{e}"),
+            }
+        }
+
+        let (t, m, p) = (team.id.as_str(), model.name.as_str(), dep.provider.name());
+        let code = flight.status.map_or_else(|| "0".to_string(), |s| s.to_string());
+        let s = &self.stats;
+        s.add(Metric::Requests, &[("team", t), ("model", m), ("provider", p), ("code", &code)], 1);
+        let usage = outcome.usage;
+        for (kind, n) in [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input)] {
+            s.add(Metric::Tokens, &[("team", t), ("model", m), ("provider", p), ("type", kind)], delta(n));
+        }
+        s.add(Metric::Spend, &[("team", t), ("model", m)], delta(outcome.cost_micro));
+        if outcome.estimated {
+            s.add(Metric::Estimated, &[("team", t), ("model", m)], 1);
+        }
+        let elapsed = host::now_ms().saturating_sub(flight.started_ms);
+        s.record(Metric::Duration, &[("team", t), ("model", m), ("provider", p)], elapsed);
+    }
+
+    fn deny(&mut self, team: Option<usize>, error: &ApiError) -> Action {
+        self.state = State::Answered;
+        let label = team
+            .and_then(|t| self.gateway.as_ref()?.teams.get(t).map(|t| t.id.clone()))
+            .unwrap_or_else(|| UNKNOWN_TEAM.to_string());
+        if error.reason != DenyReason::Internal {
+            self.stats.add(Metric::Denied, &[("team", &label), ("reason", error.reason.label())], 1);
+        }
+        host::send_error(error);
+        Action::Pause
+    }
+}
+
+/// Applies a forward decision to the request Envoy holds.
+fn apply(forward: &Forward) -> Result<(), String> {
+    if let Some(edit) = &forward.body_edit {
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, edit.replace, &edit.prefix)
+            .map_err(|status| format!("rewriting the request body failed: {status:?}"))?;
+    }
+    for (name, value) in &forward.headers {
+        if !host::set_request_header(name, value.as_deref()) {
+            return Err(format!("setting the {name} header failed"));
+        }
+    }
+    Ok(())
+}
+
+fn internal(message: &str) -> ApiError {
+    ApiError::internal(message)
+}
