@@ -71,6 +71,12 @@ fn invalid_configs_are_refused_with_the_field_path() {
         (seed.replace("user_id: team-beta", "user_id: team-alpha"), seed_env(), "user_access[1].user_id: duplicate team \"team-alpha\""),
         (format!("{seed}\nrouter_settings2: {{}}\n"), seed_env(), "unknown field `router_settings2`"),
         (seed.replace("input_cost_per_token: 0.0000001", "input_cost_per_token: -1"), seed_env(), "model_list[2].model_info.input_cost_per_token"),
+        (
+            seed.replace("      input_cost_per_token: 0.0000001\n", ""),
+            seed_env(),
+            "user_access[1].models[1]: team \"team-beta\" has a max_budget, but model \"local-llama\" (openai/llama-3.1-8b-instruct) has no known price",
+        ),
+        (seed.replace("user_id: team-alpha", "user_id: team;alpha"), seed_env(), "user_access[0].user_id: \"team;alpha\" may not contain ';'"),
     ];
     for (config, env, expected) in cases {
         let (ok, stderr) = check(&config, &env);
@@ -81,6 +87,19 @@ fn invalid_configs_are_refused_with_the_field_path() {
     let both = seed.replace("[gpt-4, claude-2]", "[gpt-4, claude-9]").replace("[gpt-4, local-llama]", "[gpt-5, local-llama]");
     let (_, stderr) = check(&both, &seed_env());
     assert!(stderr.contains("user_access[0].models[1]") && stderr.contains("user_access[1].models[0]"), "{stderr}");
+}
+
+#[test]
+fn unpriced_models_need_an_explicit_allowance() {
+    let unpriced = seed().replace("    model_info:\n      input_cost_per_token: 0.0000001\n      output_cost_per_token: 0.0000002\n", "");
+    let (ok, _) = check(&unpriced, &seed_env());
+    assert!(!ok);
+    // Without a budget, a team may use unpriced models.
+    let (ok, stderr) = check(&unpriced.replace("    max_budget: 200.00\n", ""), &seed_env());
+    assert!(ok, "{stderr}");
+    let allowed = format!("{unpriced}general_settings:\n  allow_unpriced_models: true\n");
+    let (ok, stderr) = check(&allowed, &seed_env());
+    assert!(ok, "{stderr}");
 }
 
 #[test]
