@@ -217,7 +217,7 @@ fn scan_error(e: ScanError) -> ApiError {
             kind_name(found)
         )),
         ScanError::DuplicateKey { key } => ApiError::bad_param(
-            "model",
+            key,
             format!("The JSON body has the key \"{key}\" more than once; send it once."),
         ),
         other => ApiError::bad_request(format!("We could not parse the JSON body of your request: {other}.")),

@@ -55,7 +55,7 @@ fn invalid_configs_are_refused_with_the_field_path() {
         (
             seed.replace("max_budget: 500.00", "max_budget: 500.00\n    max_bugdet: 1"),
             seed_env(),
-            "user_access[0]: unknown field `max_bugdet`",
+            "user_access[0].max_bugdet: unknown field `max_bugdet`",
         ),
         (seed.replace("max_budget: 200.00", "max_budget: lots"), seed_env(), "user_access[1].max_budget: invalid type"),
         (

@@ -56,7 +56,13 @@ pub fn parse_yaml(text: &str) -> Result<ConfigFile, ConfigError> {
 fn path_error(path: &serde_path_to_error::Path, inner: &dyn fmt::Display) -> ConfigError {
     let path = path.to_string();
     let path = if path == "." { String::new() } else { path };
-    ConfigError::new(path, inner.to_string())
+    // serde_yaml_ng starts its messages with its own (shorter) path: keep ours.
+    let message = inner.to_string();
+    let message = match message.split_once(": ") {
+        Some((own, rest)) if !own.is_empty() && path.starts_with(own) => rest.to_string(),
+        _ => message,
+    };
+    ConfigError::new(path, message)
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
