@@ -15,6 +15,8 @@
 //! | [`pricing`] | prices and the cost of a request |
 //! | [`usage`] | token counts in provider responses |
 //! | [`metrics`] | metric names and their Prometheus labels |
+//! | [`sse`] | server-sent events, parsed across chunk boundaries |
+//! | [`streaming`] | usage and content counted in streamed responses |
 //! | [`providers`] | what each provider expects upstream |
 //! | [`upstream`] | api_base URLs and cluster names |
 //! | [`admission`] | the request path, step by step |
@@ -41,6 +43,8 @@ pub mod pricing;
 pub mod providers;
 pub mod request;
 pub mod routing;
+pub mod sse;
+pub mod streaming;
 pub mod upstream;
 pub mod usage;
 

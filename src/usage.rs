@@ -19,8 +19,9 @@ pub struct Usage {
     pub output: u64,
 }
 
-#[derive(Deserialize)]
-struct Wire {
+/// The `usage` object as providers send it.
+#[derive(Debug, Deserialize)]
+pub struct Wire {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     prompt_tokens_details: Option<PromptDetails>,
@@ -29,7 +30,7 @@ struct Wire {
     cache_read_input_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct PromptDetails {
     cached_tokens: Option<u64>,
 }
@@ -42,7 +43,11 @@ pub fn from_response(body: &[u8]) -> Option<Usage> {
 
 /// A `usage` object's bytes to a [`Usage`].
 pub fn from_object(bytes: &[u8]) -> Option<Usage> {
-    let wire: Wire = serde_json::from_slice(bytes).ok()?;
+    from_wire(serde_json::from_slice(bytes).ok()?)
+}
+
+/// A parsed `usage` object to a [`Usage`]; None if it carries no counts.
+pub fn from_wire(wire: Wire) -> Option<Usage> {
     if let Some(input) = wire.input_tokens {
         // Anthropic: input_tokens already excludes cache reads.
         return Some(Usage {

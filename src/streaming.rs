@@ -1,0 +1,300 @@
+//! Streamed (SSE) chat and completion responses: usage and content counted
+//! as events pass, and the usage-only chunk removed when the gateway, not the
+//! client, asked for it.
+//!
+//! The gateway sets `stream_options.include_usage` on every streaming request
+//! to an OpenAI-compatible provider, so the stream ends with a chunk whose
+//! `choices` is empty and whose `usage` is set. A client that asked for it
+//! gets that chunk untouched; for one that did not, the meter drops it, and
+//! then only whole events are passed on (the unfinished tail of a chunk is
+//! held until its event ends, which a client could not use earlier anyway).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::sse;
+use crate::usage::{self, Usage};
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<usage::Wire>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    /// Legacy completions stream text here.
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<ToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall<'a> {
+    #[serde(borrow, default)]
+    function: Option<Function<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Function<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// What one chunk of the stream did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ChunkOutcome {
+    /// Replace the chunk with these bytes (`None`: pass it on as it is).
+    pub replace_with: Option<Vec<u8>>,
+    /// This chunk carried the stream's first content.
+    pub first_content: bool,
+}
+
+/// The most a meter holds back waiting for an event to end; past it the
+/// stream passes untouched.
+const MAX_HELD: usize = 1024 * 1024;
+
+#[derive(Debug, Default)]
+pub struct Meter {
+    parser: sse::Parser,
+    drop_usage_chunk: bool,
+    usage: Option<Usage>,
+    /// Characters of generated text (content, tool calls) passed through.
+    content_chars: u64,
+    events: u64,
+}
+
+impl Meter {
+    /// `drop_usage_chunk`: the client did not ask for usage, the gateway did.
+    pub fn new(drop_usage_chunk: bool) -> Self {
+        Self { drop_usage_chunk, ..Self::default() }
+    }
+
+    pub fn on_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
+        let had_content = self.content_chars > 0;
+        let mut kept: Vec<u8> = Vec::new();
+        let drop_mode = self.drop_usage_chunk;
+        let mut inspect = |event: sse::Event<'_>, meter: &mut Self| {
+            let keep = meter.inspect(&event.data);
+            if drop_mode && keep {
+                kept.extend_from_slice(event.raw);
+            }
+        };
+        // The parser is moved out so that events can update the meter.
+        let mut parser = std::mem::take(&mut self.parser);
+        parser.feed(chunk, |e| inspect(e, self));
+        if end_of_stream {
+            let tail = parser.finish();
+            if !tail.is_empty() {
+                // A last event without its closing blank line.
+                let mut closed = tail.clone();
+                closed.extend_from_slice(b"\n\n");
+                let mut last = sse::Parser::default();
+                let mut keep_tail = true;
+                last.feed(&closed, |e| keep_tail = self.inspect(&e.data));
+                if drop_mode && keep_tail {
+                    kept.extend_from_slice(&tail);
+                }
+            }
+        }
+        self.parser = parser;
+        if drop_mode && self.parser.pending().len() > MAX_HELD {
+            // Not a well-formed event stream: stop holding bytes back.
+            kept.extend_from_slice(&self.parser.finish());
+            self.drop_usage_chunk = false;
+        }
+        ChunkOutcome {
+            replace_with: drop_mode.then_some(kept),
+            first_content: !had_content && self.content_chars > 0,
+        }
+    }
+
+    /// Reads one event's data; false if it is the usage-only chunk to drop.
+    fn inspect(&mut self, data: &[u8]) -> bool {
+        if data.is_empty() || data == b"[DONE]" {
+            return true;
+        }
+        self.events = self.events.saturating_add(1);
+        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+            return true;
+        };
+        let usage = chunk.usage.and_then(usage::from_wire);
+        let choices = chunk.choices.unwrap_or_default();
+        for choice in &choices {
+            self.content_chars = self.content_chars.saturating_add(choice_chars(choice));
+        }
+        if let Some(u) = usage {
+            self.usage = Some(u);
+            if choices.is_empty() && self.drop_usage_chunk {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The usage the stream reported, if it got that far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Output tokens estimated from the text that passed: 4 characters a token.
+    pub fn estimated_output_tokens(&self) -> u64 {
+        self.content_chars.div_ceil(4)
+    }
+
+    /// Bytes held back from the client, waiting for the rest of an event.
+    pub fn held(&self) -> usize {
+        self.parser.pending().len()
+    }
+}
+
+fn choice_chars(choice: &Choice<'_>) -> u64 {
+    let len = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
+    let mut n = len(&choice.text);
+    if let Some(d) = &choice.delta {
+        n = n.saturating_add(len(&d.content)).saturating_add(len(&d.refusal)).saturating_add(len(&d.reasoning_content));
+        for call in d.tool_calls.iter().flatten() {
+            if let Some(f) = &call.function {
+                n = n.saturating_add(len(&f.name)).saturating_add(len(&f.arguments));
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream as OpenAI sends it with include_usage.
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" wörld\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11,\"prompt_tokens_details\":{\"cached_tokens\":0}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+    const USAGE_CHUNK_START: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[],";
+
+    fn run(meter: &mut Meter, chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut first_seen = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            let r = meter.on_chunk(c, i + 1 == chunks.len());
+            first_seen += usize::from(r.first_content);
+            out.extend_from_slice(r.replace_with.as_deref().unwrap_or(c));
+        }
+        (out, first_seen == 1)
+    }
+
+    #[test]
+    fn counts_usage_and_keeps_the_stream_when_the_client_asked() {
+        let mut m = Meter::new(false);
+        let (out, first) = run(&mut m, &[STREAM.as_bytes()]);
+        assert_eq!(out, STREAM.as_bytes());
+        assert!(first);
+        assert_eq!(m.usage(), Some(Usage { input: 9, cached_input: 0, output: 2 }));
+        assert_eq!(m.estimated_output_tokens(), 3, "'Hello wörld' is 11 characters");
+    }
+
+    #[test]
+    fn drops_only_the_usage_chunk_when_the_gateway_asked() {
+        let expected: String = STREAM.split("\n\n").filter(|e| !e.starts_with(USAGE_CHUNK_START)).map(|e| format!("{e}\n\n")).collect::<String>();
+        let expected = expected.trim_end_matches('\n').to_string() + "\n\n";
+        let mut m = Meter::new(true);
+        let (out, _) = run(&mut m, &[STREAM.as_bytes()]);
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert_eq!(m.usage().unwrap().output, 2);
+    }
+
+    /// Cut anywhere, in two or three pieces, the output and the counts are
+    /// the same.
+    #[test]
+    fn split_at_every_point() {
+        let bytes = STREAM.as_bytes();
+        for drop in [false, true] {
+            let mut whole = Meter::new(drop);
+            let (expected, _) = run(&mut whole, &[bytes]);
+            for cut in 0..=bytes.len() {
+                let (a, b) = bytes.split_at(cut);
+                let mut m = Meter::new(drop);
+                let (out, first) = run(&mut m, &[a, b]);
+                assert_eq!(out, expected, "drop={drop} cut={cut}");
+                assert!(first, "drop={drop} cut={cut}");
+                assert_eq!(m.usage(), whole.usage(), "cut={cut}");
+                assert_eq!(m.estimated_output_tokens(), whole.estimated_output_tokens());
+            }
+            for cut in (0..bytes.len()).step_by(7) {
+                let (a, rest) = bytes.split_at(cut);
+                let (b, c) = rest.split_at(rest.len() / 2);
+                let mut m = Meter::new(drop);
+                assert_eq!(run(&mut m, &[a, b, c]).0, expected, "three pieces at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_streams() {
+        let crlf = STREAM.replace("\n\n", "\r\n\r\n");
+        let mut m = Meter::new(true);
+        let (out, _) = run(&mut m, &[crlf.as_bytes()]);
+        assert!(!String::from_utf8(out).unwrap().contains("\"choices\":[]"));
+        assert_eq!(m.usage().unwrap().input, 9);
+    }
+
+    #[test]
+    fn a_stream_cut_off_has_no_usage_but_an_estimate() {
+        let cut = STREAM.find("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},").unwrap();
+        let mut m = Meter::new(true);
+        run(&mut m, &[&STREAM.as_bytes()[..cut]]);
+        assert_eq!(m.usage(), None);
+        assert_eq!(m.estimated_output_tokens(), 3);
+    }
+
+    #[test]
+    fn tool_calls_and_completions_text_count() {
+        let s = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\ndata: {\"choices\":[{\"text\":\"abcd\"}]}\n\n";
+        let mut m = Meter::new(false);
+        run(&mut m, &[s.as_bytes()]);
+        // "get" + {"a":1} (7) + "abcd" = 14 characters -> 4 tokens
+        assert_eq!(m.estimated_output_tokens(), 4);
+    }
+
+    #[test]
+    fn gives_up_holding_a_stream_without_event_ends() {
+        let mut m = Meter::new(true);
+        let big = vec![b'x'; MAX_HELD + 1];
+        let r = m.on_chunk(&big, false);
+        assert_eq!(r.replace_with.as_deref(), Some(&big[..]));
+        assert_eq!(m.held(), 0);
+        let r = m.on_chunk(b"more", false);
+        assert_eq!(r.replace_with, None, "passes untouched from then on");
+    }
+
+    #[test]
+    fn last_event_without_blank_line() {
+        let s = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: [DONE]";
+        let mut m = Meter::new(true);
+        let (out, _) = run(&mut m, &[s.as_bytes()]);
+        assert_eq!(out, s.as_bytes());
+    }
+}
