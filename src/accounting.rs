@@ -1,8 +1,9 @@
 //! What a request cost, once its response is known.
 //!
 //! - A 2xx response with usage: exactly what the provider reports.
-//! - A 2xx response without usage (cut off, or a provider that sends none):
-//!   the prompt estimate, billed as input, and flagged as estimated.
+//! - A 2xx response without usage (cut off, a client that went away, or a
+//!   provider that sends none): the prompt estimate as input, plus the output
+//!   that passed through (streams), flagged as estimated.
 //! - Anything else (a provider error, no response): nothing; providers do
 //!   not bill failed requests.
 
@@ -21,11 +22,19 @@ pub fn is_success(status: Option<u16>) -> bool {
     status.is_some_and(|s| (200..300).contains(&s))
 }
 
-pub fn outcome(price: Option<Price>, status: Option<u16>, usage: Option<Usage>, estimate: Estimate) -> Outcome {
+/// `output_seen`: output tokens estimated from what passed (streams), used
+/// only when the response carried no usage.
+pub fn outcome(
+    price: Option<Price>,
+    status: Option<u16>,
+    usage: Option<Usage>,
+    estimate: Estimate,
+    output_seen: u64,
+) -> Outcome {
     let price = price.unwrap_or_default();
     let (usage, estimated) = match (is_success(status), usage) {
         (true, Some(u)) => (u, false),
-        (true, None) => (Usage { input: estimate.input_tokens, ..Usage::default() }, true),
+        (true, None) => (Usage { input: estimate.input_tokens, cached_input: 0, output: output_seen }, true),
         (false, _) => (Usage::default(), false),
     };
     Outcome { usage, cost_micro: price.cost_micro(&usage), estimated }
@@ -78,12 +87,14 @@ mod tests {
     #[test]
     fn exact_estimated_and_free() {
         let u = Usage { input: 10, cached_input: 0, output: 5 };
-        assert_eq!(outcome(Some(PRICE), Some(200), Some(u), EST), Outcome { usage: u, cost_micro: 5, estimated: false });
-        let o = outcome(Some(PRICE), Some(200), None, EST);
+        assert_eq!(outcome(Some(PRICE), Some(200), Some(u), EST, 9), Outcome { usage: u, cost_micro: 5, estimated: false });
+        let o = outcome(Some(PRICE), Some(200), None, EST, 0);
         assert_eq!((o.usage.input, o.usage.output, o.cost_micro, o.estimated), (100, 0, 15, true));
-        assert_eq!(outcome(Some(PRICE), Some(429), Some(u), EST), Outcome::default());
-        assert_eq!(outcome(Some(PRICE), None, None, EST), Outcome::default());
-        assert_eq!(outcome(None, Some(200), Some(u), EST).cost_micro, 0);
+        let o = outcome(Some(PRICE), Some(200), None, EST, 10);
+        assert_eq!((o.usage.output, o.cost_micro), (10, 21));
+        assert_eq!(outcome(Some(PRICE), Some(429), Some(u), EST, 0), Outcome::default());
+        assert_eq!(outcome(Some(PRICE), None, None, EST, 3), Outcome::default());
+        assert_eq!(outcome(None, Some(200), Some(u), EST, 0).cost_micro, 0);
     }
 
     #[test]

@@ -103,6 +103,91 @@ pub struct Forward {
     pub body_edit: Option<BodyEdit>,
     /// The most this request can cost, in tokens, for the budget reservation.
     pub estimate: Estimate,
+    /// Set for a streaming request (`"stream": true`).
+    pub stream: Option<StreamPlan>,
+}
+
+/// A streaming request. The gateway always asks the provider for usage
+/// (`stream_options.include_usage`); whether the client asked decides whether
+/// it sees the usage chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPlan {
+    pub client_asked_usage: bool,
+}
+
+/// Replace `body[start..end]` with `with` (`start == end` inserts).
+#[derive(Debug)]
+struct Edit {
+    start: usize,
+    end: usize,
+    with: Vec<u8>,
+}
+
+/// Turns edits into one prefix replacement, the only body change Envoy's
+/// wasm host supports short of replacing everything: the body up to the last
+/// edit is rebuilt, the rest is left where it is.
+fn splice(body: &[u8], mut edits: Vec<Edit>) -> Option<BodyEdit> {
+    edits.sort_by_key(|e| e.start);
+    let last = edits.last()?.end;
+    let mut prefix = Vec::with_capacity(last.saturating_add(64));
+    let mut pos = 0;
+    for edit in edits {
+        prefix.extend_from_slice(body.get(pos..edit.start).unwrap_or_default());
+        prefix.extend_from_slice(&edit.with);
+        pos = edit.end;
+    }
+    Some(BodyEdit { replace: pos, prefix })
+}
+
+/// For `"stream": true`, makes sure the provider sends usage, and records
+/// whether the client asked for it.
+fn stream_plan(
+    body: &[u8],
+    top: &json_scan::TopLevel,
+    endpoint: Endpoint,
+    edits: &mut Vec<Edit>,
+) -> Result<Option<StreamPlan>, ApiError> {
+    let streaming = top
+        .get(TopKey::Stream)
+        .is_some_and(|s| s.kind == Kind::Bool && body.get(s.start..s.end) == Some(b"true".as_slice()));
+    if !streaming || endpoint == Endpoint::Embeddings {
+        return Ok(None);
+    }
+    const INCLUDE_USAGE: &[u8] = br#"{"include_usage":true}"#;
+    let client_asked_usage = match top.get(TopKey::StreamOptions) {
+        None => {
+            // Insert right after the body's opening brace.
+            let at = body.iter().position(|b| *b == b'{').map_or(1, |i| i.saturating_add(1));
+            let mut with = br#""stream_options":"#.to_vec();
+            with.extend_from_slice(INCLUDE_USAGE);
+            with.push(b',');
+            edits.push(Edit { start: at, end: at, with });
+            false
+        }
+        Some(span) if span.kind == Kind::Null => {
+            edits.push(Edit { start: span.start, end: span.end, with: INCLUDE_USAGE.to_vec() });
+            false
+        }
+        Some(span) if span.kind == Kind::Object => {
+            let raw = body.get(span.start..span.end).unwrap_or_default();
+            let mut options: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw)
+                .map_err(|e| ApiError::bad_param("stream_options", format!("stream_options is not valid: {e}.")))?;
+            let asked = options.get("include_usage") == Some(&serde_json::Value::Bool(true));
+            if !asked {
+                options.insert("include_usage".to_string(), serde_json::Value::Bool(true));
+                let with = serde_json::to_vec(&options).unwrap_or_else(|_| INCLUDE_USAGE.to_vec());
+                edits.push(Edit { start: span.start, end: span.end, with });
+            }
+            asked
+        }
+        Some(_) => {
+            return Err(ApiError::bad_param(
+                "stream_options",
+                "stream_options must be an object, such as {\"include_usage\": true}.",
+            ))
+        }
+    };
+    Ok(Some(StreamPlan { client_asked_usage }))
 }
 
 /// A request's worst case, before the provider answers.
@@ -180,12 +265,12 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
         )
     })?;
 
-    let body_edit = (name != dep.upstream_model).then(|| {
-        let mut prefix = Vec::with_capacity(span.start.saturating_add(dep.upstream_model_json.len()));
-        prefix.extend_from_slice(body.get(..span.start).unwrap_or_default());
-        prefix.extend_from_slice(dep.upstream_model_json.as_bytes());
-        BodyEdit { replace: span.end, prefix }
-    });
+    let mut edits: Vec<Edit> = Vec::new();
+    if name != dep.upstream_model {
+        edits.push(Edit { start: span.start, end: span.end, with: dep.upstream_model_json.as_bytes().to_vec() });
+    }
+    let stream = stream_plan(body, &top, pending.endpoint, &mut edits)?;
+    let body_edit = splice(body, edits);
     let body_len = match &body_edit {
         Some(edit) => body.len().saturating_sub(edit.replace).saturating_add(edit.prefix.len()),
         None => body.len(),
@@ -204,7 +289,7 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
         }
     }
     let estimate = estimate(body, &top, pending.endpoint);
-    Ok(Forward { model, deployment, headers, body_edit, estimate })
+    Ok(Forward { model, deployment, headers, body_edit, estimate, stream })
 }
 
 fn scan_error(e: ScanError) -> ApiError {

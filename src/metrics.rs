@@ -18,6 +18,7 @@ pub enum Metric {
     BudgetRemaining,
     Denied,
     Duration,
+    TimeToFirstToken,
     Estimated,
 }
 
@@ -38,13 +39,14 @@ impl Metric {
             Self::Denied => "tollgate_denied_total",
             Self::Duration => "tollgate_request_duration_milliseconds",
             Self::Estimated => "tollgate_estimated_requests_total",
+            Self::TimeToFirstToken => "tollgate_time_to_first_token_milliseconds",
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
             Self::BudgetRemaining => Kind::Gauge,
-            Self::Duration => Kind::Histogram,
+            Self::Duration | Self::TimeToFirstToken => Kind::Histogram,
             _ => Kind::Counter,
         }
     }

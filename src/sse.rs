@@ -128,7 +128,10 @@ fn parse_event(raw: &[u8]) -> Event<'_> {
 mod tests {
     use super::*;
 
-    fn collect(chunks: &[&[u8]]) -> (Vec<(Option<Vec<u8>>, Vec<u8>, Vec<u8>)>, Vec<u8>) {
+    /// (event name, data, raw bytes)
+    type Collected = (Option<Vec<u8>>, Vec<u8>, Vec<u8>);
+
+    fn collect(chunks: &[&[u8]]) -> (Vec<Collected>, Vec<u8>) {
         let mut parser = Parser::default();
         let mut out = Vec::new();
         for chunk in chunks {

@@ -42,6 +42,16 @@ pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
     }
 }
 
+pub fn set_response_header(name: &str, value: Option<&str>) -> bool {
+    match hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value) {
+        Ok(()) => true,
+        Err(status) => {
+            warn!("setting response header {name} failed: {status:?}");
+            false
+        }
+    }
+}
+
 pub fn body(buffer: BufferType, size: usize) -> Result<Vec<u8>, Status> {
     hostcalls::get_buffer(buffer, 0, size).map(Option::unwrap_or_default)
 }

@@ -17,11 +17,12 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 
 use crate::accounting::{self, ResponseCopy};
-use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, CLUSTER_HEADER};
+use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, StreamPlan, CLUSTER_HEADER};
 use crate::budget::{self, Ledger};
 use crate::config::{self, secret::ProcessEnv, Gateway};
 use crate::errors::{ApiError, DenyReason};
 use crate::metrics::Metric;
+use crate::streaming::Meter;
 use host::SharedData;
 use stats::{delta, Stats};
 
@@ -144,7 +145,12 @@ struct InFlight {
     reserved: u64,
     started_ms: u64,
     status: Option<u16>,
+    /// Non-streamed responses: a copy of the body, for its usage.
     response: ResponseCopy,
+    /// Set for a streaming request.
+    stream: Option<StreamPlan>,
+    /// Streamed (SSE) responses: usage and content counted as events pass.
+    meter: Option<Meter>,
 }
 
 impl Context for Request {}
@@ -219,6 +225,16 @@ impl HttpContext for Request {
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         if let State::Forwarded(flight) = &mut self.state {
             flight.status = host::response_header(":status").and_then(|s| s.parse().ok());
+            let event_stream = host::response_header("content-type")
+                .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+            if let (Some(plan), true) = (flight.stream, event_stream && accounting::is_success(flight.status)) {
+                let drop_usage_chunk = !plan.client_asked_usage;
+                if drop_usage_chunk {
+                    // The body will change length as it passes.
+                    host::set_response_header("content-length", None);
+                }
+                flight.meter = Some(Meter::new(drop_usage_chunk));
+            }
         }
         Action::Continue
     }
@@ -227,10 +243,34 @@ impl HttpContext for Request {
         let State::Forwarded(flight) = &mut self.state else {
             return Action::Continue;
         };
-        if accounting::is_success(flight.status) && body_size > 0 {
-            match host::body(BufferType::HttpResponseBody, body_size) {
-                Ok(chunk) => flight.response.push(&chunk),
-                Err(status) => warn!("reading the response body failed: {status:?}"),
+        if accounting::is_success(flight.status) && (body_size > 0 || end_of_stream) {
+            let chunk = match host::body(BufferType::HttpResponseBody, body_size) {
+                Ok(chunk) => chunk,
+                Err(status) => {
+                    warn!("reading the response body failed: {status:?}");
+                    Vec::new()
+                }
+            };
+            if let Some(meter) = &mut flight.meter {
+                let outcome = meter.on_chunk(&chunk, end_of_stream);
+                if let Some(bytes) = outcome.replace_with {
+                    if let Err(status) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &bytes) {
+                        warn!("rewriting a stream chunk failed: {status:?}");
+                    }
+                }
+                if outcome.first_content {
+                    let ttft = host::now_ms().saturating_sub(flight.started_ms);
+                    if let Some(gw) = &self.gateway {
+                        let labels = labels3(gw, flight);
+                        self.stats.record(
+                            Metric::TimeToFirstToken,
+                            &[("team", labels.0), ("model", labels.1), ("provider", labels.2)],
+                            ttft,
+                        );
+                    }
+                }
+            } else {
+                flight.response.push(&chunk);
             }
         }
         if end_of_stream {
@@ -272,6 +312,8 @@ impl Request {
             started_ms,
             status: None,
             response: ResponseCopy::default(),
+            stream: forward.stream,
+            meter: None,
         }));
         Action::Continue
     }
@@ -309,7 +351,11 @@ impl Request {
         else {
             return;
         };
-        let outcome = accounting::outcome(dep.price, flight.status, flight.response.usage(), flight.estimate);
+        let (usage, output_seen) = match &flight.meter {
+            Some(meter) => (meter.usage(), meter.estimated_output_tokens()),
+            None => (flight.response.usage(), 0),
+        };
+        let outcome = accounting::outcome(dep.price, flight.status, usage, flight.estimate, output_seen);
 
         if let Some(budget) = team.budget_micro {
             let settled = budget::update(&SharedData, &team.ledger_key, |l: Ledger| {
@@ -356,6 +402,15 @@ impl Request {
         host::send_error(error);
         Action::Pause
     }
+}
+
+/// The team, model and provider names of a forwarded request.
+fn labels3<'g>(gw: &'g Gateway, flight: &InFlight) -> (&'g str, &'g str, &'g str) {
+    (
+        gw.teams.get(flight.team).map_or("", |t| t.id.as_str()),
+        gw.models.get(flight.model).map_or("", |m| m.name.as_str()),
+        gw.deployments.get(flight.deployment).map_or("", |d| d.provider.name()),
+    )
 }
 
 /// Applies a forward decision to the request Envoy holds.
