@@ -160,6 +160,8 @@ impl HttpContext for Request {
         let Some(gw) = self.gateway.clone() else {
             return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
         };
+        // Whatever happens next, no client chooses the upstream cluster.
+        host::set_request_header(CLUSTER_HEADER, None);
         let method = host::request_header(":method");
         let path = host::request_header(":path");
         let authorization = host::request_header("authorization");
@@ -171,10 +173,7 @@ impl HttpContext for Request {
             content_length: content_length.as_deref(),
         };
         match admission::on_head(&gw, &head) {
-            HeadDecision::PassThrough => {
-                host::set_request_header(CLUSTER_HEADER, None);
-                Action::Continue
-            }
+            HeadDecision::PassThrough => Action::Continue,
             HeadDecision::Answer { body, .. } => {
                 self.state = State::Answered;
                 host::send_json(200, &body);
@@ -219,6 +218,37 @@ impl HttpContext for Request {
         match host::body(BufferType::HttpRequestBody, body_size) {
             Ok(body) => self.finish(&gw, &pending, &body, started_ms),
             Err(status) => self.deny(Some(pending.team), &internal(&format!("reading the request body failed: {status:?}"))),
+        }
+    }
+
+    /// A body may end with trailers (HTTP/2): then no body callback has
+    /// `end_of_stream`, and the request is decided here. Letting it through
+    /// undecided would forward it unchecked, with the client's key.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Reading { pending, started_ms } => {
+                let Some(gw) = self.gateway.clone() else {
+                    return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
+                };
+                let body = match host::body(BufferType::HttpRequestBody, usize::MAX) {
+                    Ok(body) => body,
+                    Err(status) => {
+                        return self.deny(Some(pending.team), &internal(&format!("reading the request body failed: {status:?}")))
+                    }
+                };
+                if body.len() > gw.max_body_bytes {
+                    return self.deny(Some(pending.team), &ApiError::too_large(body.len() as u64, gw.max_body_bytes));
+                }
+                self.finish(&gw, &pending, &body, started_ms)
+            }
+            State::Answered => {
+                self.state = State::Answered;
+                Action::Pause
+            }
+            other => {
+                self.state = other;
+                Action::Continue
+            }
         }
     }
 
