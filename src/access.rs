@@ -17,10 +17,15 @@ pub fn check(gw: &Gateway, team: usize, model_name: &str) -> Result<usize, ApiEr
         )));
     };
     if !team.may_use(model) {
+        let allowed = allowed_names(gw, team.allowed.as_slice());
+        let may_use = if allowed.is_empty() {
+            "It may use no models".to_string()
+        } else {
+            format!("It may use: {}", allowed.join(", "))
+        };
         return Err(ApiError::model_not_allowed(format!(
-            "Team \"{}\" may not use the model \"{model_name}\". It may use: {}. Ask your platform team to add the model to the team's models in user_access.",
-            team.id,
-            allowed_names(gw, team.allowed.as_slice()).join(", ")
+            "Team \"{}\" may not use the model \"{model_name}\". {may_use}. Ask your platform team to add the model to the team's models in user_access.",
+            team.id
         )));
     }
     Ok(model)

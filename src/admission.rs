@@ -62,6 +62,9 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                 Err(e) => return deny(None, e),
             };
             let body = match route {
+                Route::RetrieveModel(model) if model.len() > MAX_MODEL_NAME_BYTES => {
+                    return deny(Some(team), ApiError::model_not_found("The model does not exist."));
+                }
                 Route::RetrieveModel(model) => match access::model_body(gw, team, model) {
                     Ok(b) => b,
                     Err(e) => return deny(Some(team), e),
@@ -79,7 +82,9 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                 Err(e) => return deny(None, e),
             };
             if let Some(len) = head.content_length {
-                match len.trim().parse::<u64>() {
+                let len = len.trim();
+                let digits = !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit());
+                match len.parse::<u64>().ok().filter(|_| digits).ok_or(()) {
                     Ok(n) if n > gw.max_body_bytes as u64 => {
                         return deny(Some(team), ApiError::too_large(n, gw.max_body_bytes));
                     }
@@ -200,6 +205,9 @@ pub struct Estimate {
     pub output_tokens: u64,
 }
 
+/// The longest model name looked up (and echoed in errors).
+pub const MAX_MODEL_NAME_BYTES: usize = 256;
+
 /// Output tokens reserved for a request that sets no `max_tokens`.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 /// The largest `n` (choices per request) taken at its word.
@@ -246,6 +254,12 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
     let token = body.get(span.start..span.end).unwrap_or_default();
     let name = json_scan::decode_string(token)
         .ok_or_else(|| ApiError::bad_param("model", "The model parameter is not a valid JSON string."))?;
+    if name.len() > MAX_MODEL_NAME_BYTES {
+        return Err(ApiError::bad_param(
+            "model",
+            format!("The model name is {} bytes long; model names are at most {MAX_MODEL_NAME_BYTES}.", name.len()),
+        ));
+    }
 
     let model = access::check(gw, pending.team, &name)?;
     let (deployment, dep) = gw
@@ -301,6 +315,12 @@ fn scan_error(e: ScanError) -> ApiError {
             "The request body must be a JSON object, not {}.",
             kind_name(found)
         )),
+        ScanError::CaseVariantKey { key } => ApiError::bad_param(
+            key,
+            format!(
+                "The JSON body has a key that differs from \"{key}\" only in letter case. Some providers read keys without regard to case, so the gateway refuses it: write \"{key}\" exactly, once."
+            ),
+        ),
         ScanError::DuplicateKey { key } => ApiError::bad_param(
             key,
             format!("The JSON body has the key \"{key}\" more than once; send it once."),

@@ -137,6 +137,12 @@ pub enum ScanError {
     TooDeep { limit: usize },
     /// A [`TopKey`] appears twice at the top level.
     DuplicateKey { key: &'static str },
+    /// A top-level key equal to a TopKey name but for letter case
+    /// (`"MODEL"`, `"Model"`, or with the Kelvin sign or long s that Go's
+    /// case folding maps to k and s). Go's encoding/json matches keys
+    /// case-insensitively, so a provider written in Go could read such a key
+    /// as the real one.
+    CaseVariantKey { key: &'static str },
 }
 
 impl fmt::Display for ScanError {
@@ -156,6 +162,9 @@ impl fmt::Display for ScanError {
             }
             ScanError::TooDeep { limit } => write!(f, "nesting deeper than {limit} levels"),
             ScanError::DuplicateKey { key } => write!(f, "duplicate top-level key \"{key}\""),
+            ScanError::CaseVariantKey { key } => {
+                write!(f, "a top-level key differs from \"{key}\" only in letter case")
+            }
         }
     }
 }
@@ -356,7 +365,7 @@ impl Parser<'_> {
         let escaped = self.string()?;
         let key = if top {
             let token = self.b.get(start..self.pos).unwrap_or_default();
-            match_key(token, escaped)
+            match_key(token, escaped)?
         } else {
             None
         };
@@ -370,18 +379,55 @@ impl Parser<'_> {
 }
 
 /// Matches a validated key token (quotes included) against the TopKey names.
-fn match_key(token: &[u8], escaped: bool) -> Option<TopKey> {
-    let inner = token.get(1..token.len().checked_sub(1)?)?;
-    if !escaped {
-        return TopKey::from_name(inner);
-    }
-    // An ASCII character takes at most 6 bytes when escaped (`\u0065`), so a
-    // longer key cannot be one of ours; don't bother allocating for it.
+/// A key that matches one only when case is folded is an error.
+fn match_key(token: &[u8], escaped: bool) -> Result<Option<TopKey>, ScanError> {
+    let Some(inner) = token.get(1..token.len().saturating_sub(1)) else {
+        return Ok(None);
+    };
+    // An ASCII character takes at most 6 bytes when escaped (`\u0065`) and a
+    // folding one at most 3 unescaped (K), so a longer key cannot be one of
+    // ours; don't bother decoding it.
     if inner.len() > TopKey::MAX_NAME_LEN * 6 {
-        return None;
+        return Ok(None);
     }
-    let decoded = decode_string(token)?;
-    TopKey::from_name(decoded.as_bytes())
+    let decoded;
+    let key: &[u8] = if escaped {
+        match decode_string(token) {
+            Some(d) => {
+                decoded = d;
+                decoded.as_bytes()
+            }
+            None => return Ok(None),
+        }
+    } else {
+        inner
+    };
+    if let Some(k) = TopKey::from_name(key) {
+        return Ok(Some(k));
+    }
+    match TopKey::ALL.iter().find(|k| folds_to(key, k.name())) {
+        Some(k) => Err(ScanError::CaseVariantKey { key: k.name() }),
+        None => Ok(None),
+    }
+}
+
+/// Whether `key` equals the lower-case ASCII `name` under simple case folding
+/// (as Go's encoding/json compares keys).
+fn folds_to(key: &[u8], name: &str) -> bool {
+    let Ok(key) = std::str::from_utf8(key) else { return false };
+    let mut folded = key.chars().map(|c| match c {
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    });
+    let mut expected = name.chars();
+    loop {
+        match (folded.next(), expected.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
 }
 
 /// Validate the whole body per RFC 8259 and record spans of TopKey values at
@@ -671,6 +717,33 @@ pub fn encode_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod case_tests {
+    use super::*;
+
+    #[test]
+    fn case_variants_of_tracked_keys_are_refused() {
+        for body in [
+            &br#"{"model":"a","MODEL":"b"}"#[..],
+            br#"{"Model":"b"}"#,
+            br#"{"model":"a","Stream":true}"#,
+            br#"{"model":"a","max_toKens":1}"#,
+            "{\"model\":\"a\",\"max_to\u{212A}ens\":1}".as_bytes(),
+            "{\"\u{17F}tream\":true}".as_bytes(),
+            br#"{"MOD\u0045L":"b"}"#,
+        ] {
+            assert!(
+                matches!(scan(body), Err(ScanError::CaseVariantKey { .. })),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Other keys, and nested ones, may use any case.
+        assert!(scan(br#"{"model":"a","Messages":[],"x":{"MODEL":1}}"#).is_ok());
+        assert!(scan(br#"{"model":"a","models":1,"modeL2":1}"#).is_ok());
+    }
 }
 
 #[cfg(test)]

@@ -147,3 +147,27 @@ fn the_body_cap_is_configurable() {
     let v = gw.post("/v1/chat/completions", Some(ALPHA_KEY), &big).assert_error(413, None);
     assert!(v["error"]["message"].as_str().unwrap().contains("1048 bytes"), "{v}");
 }
+
+#[test]
+fn the_largest_allowed_body_with_the_model_last_gets_through() {
+    // The worst case for the filter's memory: the body is copied into the VM,
+    // and the rewrite rebuilds everything up to the model, here all of it.
+    let up = Upstream::openai();
+    let config = format!("{}general_settings:\n  max_request_size_mb: 64\n", standard_config(&up));
+    let gw = Gateway::start_with(&config, &standard_env(), 1);
+    let pad = "x".repeat(63 << 20);
+    let body = serde_json::json!({"messages": [{"role": "user", "content": pad}], "model": "gpt-4o-mini"}).to_string();
+    assert!(body.len() < 64 << 20);
+    let (status, text) = raw_post(gw.port, "/v1/chat/completions", ALPHA_KEY, body.as_bytes());
+    assert_eq!(status, 200, "{}", &text[..text.len().min(300)]);
+    let req = &up.requests()[0];
+    assert_eq!(req.body.len(), body.len() - "gpt-4o-mini".len() + "gpt-4o-mini-2024-07-18".len());
+    assert!(req.body.ends_with(br#""model":"gpt-4o-mini-2024-07-18"}"#));
+    // A model name of a megabyte is refused without being looked up or echoed.
+    let long = serde_json::json!({"model": "m".repeat(1 << 20)}).to_string();
+    let (status, text) = raw_post(gw.port, "/v1/chat/completions", ALPHA_KEY, long.as_bytes());
+    assert_eq!(status, 400, "{}", &text[..text.len().min(300)]);
+    assert!(text.len() < 2000, "the name was echoed: {} bytes", text.len());
+    // The VM is still there.
+    assert_eq!(gw.chat(ALPHA_KEY, "gpt-4o-mini").status, 200);
+}

@@ -29,7 +29,7 @@ const ROUTING_STRATEGIES: [&str; 9] = [
 ];
 
 /// The largest request body the gateway will hold in memory.
-const MAX_BODY_LIMIT_MB: f64 = 256.0;
+const MAX_BODY_LIMIT_MB: f64 = 64.0;
 
 /// The label used for callers that are not authenticated; no team may take it.
 pub const UNKNOWN_TEAM: &str = "unknown";
@@ -108,14 +108,14 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     };
     let max_body_bytes = match settings.max_request_size_mb {
         None => DEFAULT_MAX_BODY_BYTES,
-        Some(mb) if mb.is_finite() && mb > 0.0 && mb <= MAX_BODY_LIMIT_MB => {
+        Some(mb) if mb.is_finite() && mb * 1024.0 * 1024.0 >= 1024.0 && mb <= MAX_BODY_LIMIT_MB => {
             // Bounded above, so the conversion cannot overflow.
             (mb * 1024.0 * 1024.0) as usize
         }
         Some(mb) => {
             cx.error(
                 "general_settings.max_request_size_mb",
-                format!("{mb} is out of range; use a number above 0 and at most {MAX_BODY_LIMIT_MB}"),
+                format!("{mb} is out of range; use at least 0.001 (1 KiB) and at most {MAX_BODY_LIMIT_MB}"),
             );
             DEFAULT_MAX_BODY_BYTES
         }
