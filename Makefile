@@ -21,7 +21,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 WASM := target/wasm32-wasip1/release/tollgate.wasm
 CLI := target/release/tollgate
-SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock
+SOURCES := $(shell find src -name '*.rs') data/prices.tsv Cargo.toml Cargo.lock
 
 # The integration tests find their tools here.
 export TOLLGATE_ENVOY := $(abspath $(VENV)/bin/envoy)

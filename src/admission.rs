@@ -9,7 +9,7 @@ use crate::auth;
 use crate::config::Gateway;
 use crate::errors::ApiError;
 use crate::json_scan::{self, Kind, ScanError, TopKey};
-use crate::providers::CLIENT_CREDENTIAL_HEADERS;
+use crate::providers::{CLIENT_ACCOUNT_HEADERS, CLIENT_CREDENTIAL_HEADERS};
 use crate::request::{self, Endpoint, Route};
 use crate::routing;
 
@@ -44,8 +44,6 @@ pub enum HeadDecision {
 pub struct Pending {
     pub team: usize,
     pub endpoint: Endpoint,
-    /// The client's query string, kept for the upstream path.
-    pub query: String,
 }
 
 pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
@@ -92,7 +90,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                     Err(_) => return deny(Some(team), ApiError::bad_request("The Content-Length header is not a number.")),
                 }
             }
-            HeadDecision::ReadBody(Pending { team, endpoint, query: request::query(head.path).to_string() })
+            HeadDecision::ReadBody(Pending { team, endpoint })
         }
     }
 }
@@ -291,7 +289,8 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
     };
 
     let mut headers: Vec<(&'static str, Option<String>)> = vec![
-        (":path", Some(format!("{path}{}", pending.query))),
+        // The gateway owns the upstream URL: the client's query string is dropped.
+        (":path", Some(path.to_string())),
         (":authority", Some(dep.authority.clone())),
         (CLUSTER_HEADER, Some(dep.cluster.clone())),
         ("content-length", Some(body_len.to_string())),
@@ -301,6 +300,9 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
             Some((_, value)) => headers.push((name, Some(value.clone()))),
             None => headers.push((name, None)),
         }
+    }
+    for name in CLIENT_ACCOUNT_HEADERS {
+        headers.push((name, None));
     }
     let estimate = estimate(body, &top, pending.endpoint);
     Ok(Forward { model, deployment, headers, body_edit, estimate, stream })

@@ -63,6 +63,11 @@ impl Provider {
 /// provider: the gateway removes them all and sets the provider's own.
 pub const CLIENT_CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "api-key"];
 
+/// Headers that pick an account at the provider. Requests go out on the
+/// gateway's key, so a client may not pick the organisation or project it is
+/// billed to.
+pub const CLIENT_ACCOUNT_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,25 +213,25 @@ fn upstream_cluster(name: &str, url: &UpstreamUrl, ca_file: &str) -> Value {
         }
     });
     if url.tls {
+        // A host name goes in SNI and must be a DNS name of the certificate;
+        // an IP address cannot be sent as SNI and must be an IP SAN.
+        let san_type = if url.is_ip() { "IP_ADDRESS" } else { "DNS" };
+        let mut tls = json!({
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": ca_file},
+                    "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": url.host}}]
+                }
+            }
+        });
+        if let (false, Some(obj)) = (url.is_ip(), tls.as_object_mut()) {
+            obj.insert("sni".to_string(), json!(url.host));
+        }
         if let Some(obj) = cluster.as_object_mut() {
             obj.insert(
                 "transport_socket".to_string(),
-                json!({
-                    "name": "envoy.transport_sockets.tls",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                        "sni": url.host,
-                        "common_tls_context": {
-                            "validation_context": {
-                                "trusted_ca": {"filename": ca_file},
-                                "match_typed_subject_alt_names": [{
-                                    "san_type": "DNS",
-                                    "matcher": {"exact": url.host}
-                                }]
-                            }
-                        }
-                    }
-                }),
+                json!({"name": "envoy.transport_sockets.tls", "typed_config": tls}),
             );
         }
     }

@@ -50,11 +50,6 @@ pub fn classify(path: &str) -> Route<'_> {
     }
 }
 
-/// The query string of a `:path`, with its `?`, or "".
-pub fn query(path: &str) -> &str {
-    path.find('?').and_then(|i| path.get(i..)).unwrap_or("")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,11 +68,5 @@ mod tests {
         assert_eq!(classify("/v1/chat/completions/extra"), Route::NotOurs);
         assert_eq!(classify("/metrics"), Route::NotOurs);
         assert_eq!(classify(""), Route::NotOurs);
-    }
-
-    #[test]
-    fn keeps_the_query() {
-        assert_eq!(query("/v1/chat/completions?a=b"), "?a=b");
-        assert_eq!(query("/v1/chat/completions"), "");
     }
 }

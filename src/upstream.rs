@@ -109,20 +109,21 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
             None if after.is_empty() => None,
             None => return None,
         };
+        // Only an IPv6 address goes in brackets.
+        host.parse::<std::net::Ipv6Addr>().ok()?;
         (host, port)
     } else {
-        match authority.rsplit_once(':') {
+        let (host, port) = match authority.split_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
+        };
+        let valid_host = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !valid_host {
+            return None;
         }
+        (host, port)
     };
-    let valid_host = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'));
-    if !valid_host {
-        return None;
-    }
     let port = match port {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
         None => default_port,
@@ -167,6 +168,9 @@ mod tests {
             "https://host/v1?x=1",
             "https://ho st/v1",
             "http://[::1/x",
+            "http://a:b:80/v1",
+            "https://::1/v1",
+            "http://[host]/v1",
         ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad} should be refused");
         }

@@ -37,7 +37,13 @@ fn chat_completion_goes_to_the_deployment_with_the_provider_key_and_model() {
         "metadata": {"model": "not-this-one"},
         "user": "alice"
     });
-    let r = gw.post("/v1/chat/completions", Some(ALPHA_KEY), &body.to_string());
+    let r = post_bytes(
+        &gw.url("/v1/chat/completions"),
+        Some(ALPHA_KEY),
+        body.to_string().as_bytes(),
+        &[("openai-organization", "org-client"), ("openai-project", "proj-client"), ("x-api-key", ALPHA_KEY)],
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let answer = r.json();
     assert_eq!(answer["object"], "chat.completion");
@@ -53,6 +59,10 @@ fn chat_completion_goes_to_the_deployment_with_the_provider_key_and_model() {
     sent["model"] = json!("gpt-4o-mini");
     assert_eq!(sent, body);
     assert_eq!(req.header("content-length"), Some(req.body.len().to_string().as_str()));
+    // Requests go out on the gateway's account, not one the client names.
+    assert_eq!(req.header("openai-organization"), None);
+    assert_eq!(req.header("openai-project"), None);
+    assert_eq!(req.header("x-api-key"), None);
 }
 
 #[test]
@@ -67,7 +77,8 @@ fn every_endpoint_with_and_without_v1() {
         ("/v1/embeddings", "text-embedding-3-small", "/v1/embeddings", "text-embedding-3-small"),
         ("/embeddings", "text-embedding-3-small", "/v1/embeddings", "text-embedding-3-small"),
         ("/v1/chat/completions", "gpt-4.1-mini", "/custom/prefix/v1/chat/completions", "gpt-4.1-mini"),
-        ("/v1/chat/completions?trace=1", "gpt-4.1-mini", "/custom/prefix/v1/chat/completions?trace=1", "gpt-4.1-mini"),
+        // The client's query string is not passed on: the gateway owns the upstream URL.
+        ("/v1/chat/completions?model=gpt-4o&trace=1", "gpt-4.1-mini", "/custom/prefix/v1/chat/completions", "gpt-4.1-mini"),
         // Anthropic, through its OpenAI-compatible chat endpoint.
         ("/v1/chat/completions", "claude-3-5-haiku", "/v1/chat/completions", "claude-3-5-haiku-latest"),
     ];

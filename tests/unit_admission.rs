@@ -121,7 +121,7 @@ fn answered(d: HeadDecision) -> (usize, Value) {
 }
 
 fn pending(team: usize, endpoint: Endpoint) -> Pending {
-    Pending { team, endpoint, query: String::new() }
+    Pending { team, endpoint }
 }
 
 /// The body as it goes upstream.
@@ -357,16 +357,12 @@ fn valid_requests_read_the_body_and_keep_the_query() {
     };
     assert_eq!(
         on_head(&gw, &h),
-        HeadDecision::ReadBody(Pending {
-            team: ALPHA,
-            endpoint: Endpoint::ChatCompletions,
-            query: "?api-version=2024-10-21&x=1".into()
-        })
+        HeadDecision::ReadBody(Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions })
     );
     assert_eq!(on_head(&gw, &head("POST", "/embeddings", Some(&beta))), HeadDecision::ReadBody(pending(BETA, Endpoint::Embeddings)));
     assert_eq!(
         on_head(&gw, &head("POST", "/v1/completions?", Some(&beta))),
-        HeadDecision::ReadBody(Pending { team: BETA, endpoint: Endpoint::Completions, query: "?".into() })
+        HeadDecision::ReadBody(Pending { team: BETA, endpoint: Endpoint::Completions })
     );
 }
 
@@ -469,19 +465,21 @@ fn no_edit_when_the_upstream_name_is_the_public_name() {
 #[test]
 fn headers_for_a_keyed_deployment() {
     let gw = gateway();
-    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, query: "?x=1".into() };
+    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions };
     let body = br#"{"model":"gpt-4o-mini"}"#;
     let fwd = on_body(&gw, &p, body, 0).unwrap();
     let len = apply(body, &fwd.body_edit).len();
     assert_eq!(len, br#"{"model":"gpt-4o-mini-2024-07-18"}"#.len());
     let expected: Vec<(&str, Option<String>)> = vec![
-        (":path", Some("/v1/chat/completions?x=1".into())),
+        (":path", Some("/v1/chat/completions".into())),
         (":authority", Some("127.0.0.1:8000".into())),
         ("x-tollgate-cluster", Some("tollgate|http|127.0.0.1|8000".into())),
         ("content-length", Some(len.to_string())),
         ("authorization", Some(format!("Bearer {PROVIDER_SECRET}"))),
         ("x-api-key", None),
         ("api-key", None),
+        ("openai-organization", None),
+        ("openai-project", None),
     ];
     assert_eq!(fwd.headers, expected);
 
@@ -624,10 +622,10 @@ fn round_robin_over_two_deployments() {
     let gw = gateway();
     assert_eq!(gw.models[4].deployments, vec![4, 5]);
     let body = br#"{"model":"rr","messages":[]}"#;
-    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, query: "?q".into() };
+    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions };
     let a = |fwd: &Forward| {
         assert_eq!(fwd.deployment, 4);
-        assert_eq!(header(fwd, ":path"), Some("/v1/chat/completions?q"));
+        assert_eq!(header(fwd, ":path"), Some("/v1/chat/completions"));
         assert_eq!(header(fwd, ":authority"), Some("10.0.0.1:8001"));
         assert_eq!(header(fwd, "x-tollgate-cluster"), Some("tollgate|http|10.0.0.1|8001"));
         assert_eq!(header(fwd, "authorization"), Some(format!("Bearer {PROVIDER_SECRET}").as_str()));
@@ -635,7 +633,7 @@ fn round_robin_over_two_deployments() {
     };
     let b = |fwd: &Forward| {
         assert_eq!(fwd.deployment, 5);
-        assert_eq!(header(fwd, ":path"), Some("/openai/chat/completions?q"));
+        assert_eq!(header(fwd, ":path"), Some("/openai/chat/completions"));
         assert_eq!(header(fwd, ":authority"), Some("rr-b.example.com"));
         assert_eq!(header(fwd, "x-tollgate-cluster"), Some("tollgate|https|rr-b.example.com|443"));
         assert_eq!(header(fwd, "authorization"), Some(format!("Bearer {RR_B_SECRET}").as_str()));

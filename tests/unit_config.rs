@@ -912,3 +912,28 @@ fn demo_provider_adds_a_listener() {
         assert!(body.is_object());
     }
 }
+
+#[test]
+fn https_to_an_ip_address_checks_an_ip_san_and_sends_no_sni() {
+    let yaml = edit(BASE, "api_base: http://10.0.0.5:8000/v1", "api_base: https://10.0.0.5:8443/v1");
+    let (_, _, v) = render(&yaml, &options());
+    let tls = &cluster(&v, "tollgate|https|10.0.0.5|8443")["transport_socket"]["typed_config"];
+    assert!(tls.get("sni").is_none(), "{tls}");
+    let san = &tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0];
+    assert_eq!(san["san_type"], "IP_ADDRESS");
+    assert_eq!(san["matcher"]["exact"], "10.0.0.5");
+}
+
+#[test]
+fn provider_keys_must_fit_in_a_header() {
+    let mut env = base_env();
+    env.insert("OPENAI_API_KEY".into(), "sk-abc\r\nx-injected: 1".into());
+    let errors = compile_errors(BASE, &env);
+    assert!(
+        errors.iter().any(|e| e.starts_with("model_list[0].litellm_params.api_key: the value of OPENAI_API_KEY has characters that cannot go in an HTTP header")),
+        "{errors:#?}"
+    );
+    let literal = edit(BASE, "api_key: os.environ/ANTHROPIC_API_KEY", "api_key: \"sk ant\"");
+    let errors = compile_errors(&literal, &base_env());
+    assert!(errors.iter().any(|e| e.starts_with("model_list[1].litellm_params.api_key: the key has characters")), "{errors:#?}");
+}

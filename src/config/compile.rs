@@ -270,10 +270,18 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
             }
             Vec::new()
         }
-        Some(raw) => match cx.resolve(&format!("{base}.litellm_params.api_key"), raw, false)? {
-            KeyRef::Literal(key) => provider.auth_headers(&key),
-            KeyRef::Env(_) | KeyRef::Digest(_) => return None,
-        },
+        Some(raw) => {
+            let path = format!("{base}.litellm_params.api_key");
+            match cx.resolve(&path, raw, false)? {
+                KeyRef::Literal(key) if key.bytes().all(|b| b.is_ascii_graphic()) => provider.auth_headers(&key),
+                KeyRef::Literal(_) => {
+                    let source = secret::env_name(raw).map_or("the key".to_string(), |n| format!("the value of {n}"));
+                    cx.error(path, format!("{source} has characters that cannot go in an HTTP header (spaces, control characters or non-ASCII)"));
+                    return None;
+                }
+                KeyRef::Env(_) | KeyRef::Digest(_) => return None,
+            }
+        }
     };
     let price = price(cx, base, entry, upstream_model);
     let paths = Endpoint::ALL.map(|e| provider.upstream_path(&url.base_path, e));

@@ -1,6 +1,10 @@
-//! Hostcalls, each with its status handled. The SDK's trait helpers unwrap
-//! (and its string getters panic on non-UTF-8 values), so the filter only
-//! ever calls `hostcalls::*` through these functions.
+//! Hostcalls. The SDK's trait helpers unwrap every status, and its string
+//! getters panic on non-UTF-8 values, so the filter calls `hostcalls::*`
+//! through these functions instead. Those return an error for the statuses
+//! the ABI documents for each call (NotFound, CasMismatch, ...), which are
+//! handled here; the SDK still panics on a status outside that list, which
+//! Envoy does not return for the calls and phases the filter uses (the
+//! tests exercise each one).
 
 use std::time::UNIX_EPOCH;
 
