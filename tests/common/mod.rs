@@ -139,6 +139,19 @@ impl Gateway {
     }
 
     pub fn start_with(config_yaml: &str, env: &[(String, String)], concurrency: u32) -> Gateway {
+        // free_port() releases the port before Envoy binds it, so another
+        // process can take it in between: then start again on new ports.
+        for _ in 0..5 {
+            match Self::try_start(config_yaml, env, concurrency) {
+                Ok(gw) => return gw,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("Envoy did not start:\n{log}"),
+            }
+        }
+        panic!("Envoy found no free ports in 5 tries");
+    }
+
+    fn try_start(config_yaml: &str, env: &[(String, String)], concurrency: u32) -> Result<Gateway, String> {
         let dir = scratch_dir("gw");
         let config = dir.join("config.yaml");
         std::fs::write(&config, config_yaml).unwrap();
@@ -169,24 +182,24 @@ impl Gateway {
             .spawn()
             .unwrap();
         let mut gw = Gateway { child, port, admin_port, dir };
-        gw.wait_ready();
-        gw
+        gw.wait_ready().map(|()| gw)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("Envoy exited during start-up ({status}):\n{}", self.log());
+                return Err(format!("Envoy exited during start-up ({status}):\n{}", self.log()));
             }
             if let Ok(r) = get(&format!("http://127.0.0.1:{}/ready", self.admin_port), None) {
-                if r.status == 200 {
-                    return;
+                // Ready, and ours: not some other process on a reused port.
+                if r.status == 200 && self.child.try_wait().unwrap().is_none() {
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("Envoy was not ready after 30 s:\n{}", self.log());
+        Err(format!("Envoy was not ready after 30 s:\n{}", self.log()))
     }
 
     pub fn url(&self, path: &str) -> String {
