@@ -173,10 +173,23 @@ fn make_envoy_up_refuses_a_bad_config_before_starting_envoy() {
 
 #[test]
 fn make_envoy_up_reports_an_envoy_that_does_not_come_up() {
-    // Take the port first, so Envoy cannot bind it.
+    // A port already taken is refused before Envoy starts.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
     let (ok, out) = make(&["envoy-up", "CONFIG=examples/seed-config.yaml", &format!("PORT={port}"), &format!("ADMIN_PORT={}", free_port())], &seed_env());
     assert!(!ok, "{out}");
+    assert!(out.contains(&format!("port {port} is already in use")), "{out}");
+
+    // An Envoy that exits during start-up (here: a listen address it cannot
+    // use) is reported with the end of its log, and nothing is left behind.
+    let port = free_port().to_string();
+    let (ok, out) = make(
+        &["envoy-up", "CONFIG=examples/seed-config.yaml", &format!("PORT={port}"), &format!("ADMIN_PORT={}", free_port()), "LISTEN=127.0.0.999"],
+        &seed_env(),
+    );
+    assert!(!ok, "{out}");
     assert!(out.contains("Envoy exited during start-up"), "{out}");
+    assert!(out.contains("127.0.0.999"), "the log's end names the cause: {out}");
+    let pid = Path::new(env!("CARGO_MANIFEST_DIR")).join(".run").join(&port).join("envoy.pid");
+    assert!(!pid.exists());
 }
