@@ -30,6 +30,7 @@ fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -322,106 +322,9 @@ fn header<'a>(req: &'a Value, name: &str) -> Option<&'a str> {
 // The gateway, rendered with --ca-file
 
 /// Like `Gateway::start`, but rendered with `--ca-file`. Stopped on drop.
-struct TlsGateway {
-    child: Child,
-    port: u16,
-    admin_port: u16,
-    dir: PathBuf,
-}
-
-impl TlsGateway {
-    fn start(config_yaml: &str, env: &[(String, String)], ca_file: &Path) -> TlsGateway {
-        let dir = scratch_dir("tls-gw");
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, config_yaml).unwrap();
-        let port = free_port();
-        let admin_port = free_port();
-        let rendered = dir.join("envoy.yaml");
-        let out = Command::new(cli_bin())
-            .arg("render")
-            .arg(&config)
-            .args(["--wasm", wasm_path().to_str().unwrap()])
-            .args(["--port", &port.to_string(), "--admin-port", &admin_port.to_string()])
-            .args(["--ca-file", ca_file.to_str().unwrap()])
-            .args(["--out", rendered.to_str().unwrap()])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tollgate render failed: {}", String::from_utf8_lossy(&out.stderr));
-
-        let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-        let child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&rendered)
-            .args(["--disable-hot-restart", "--log-level", "warn", "--concurrency", "2"])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut gw = TlsGateway { child, port, admin_port, dir };
-        gw.wait_ready();
-        gw
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("Envoy exited during start-up ({status}):\n{}", self.log());
-            }
-            if let Ok(r) = get(&format!("http://127.0.0.1:{}/ready", self.admin_port), None) {
-                if r.status == 200 && r.body.trim() == "LIVE" {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("Envoy was not ready after 30 s:\n{}", self.log());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
-    }
-
-    fn rendered(&self) -> String {
-        std::fs::read_to_string(self.dir.join("envoy.yaml")).unwrap_or_default()
-    }
-
-    fn chat(&self, key: &str, model: &str) -> Resp {
-        post_bytes(
-            &format!("http://127.0.0.1:{}/v1/chat/completions", self.port),
-            Some(key),
-            chat_body(model).as_bytes(),
-            &[],
-        )
-        .unwrap()
-    }
-
-    /// The sum over all clusters of the Envoy counters whose names end with `suffix`.
-    fn counter(&self, suffix: &str) -> u64 {
-        let stats = get(&format!("http://127.0.0.1:{}/stats", self.admin_port), None).unwrap();
-        stats
-            .body
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .filter(|(name, _)| name.starts_with("cluster.") && name.ends_with(suffix))
-            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for TlsGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("Envoy log and config kept in {}", self.dir.display());
-        }
-    }
+/// A gateway that trusts the test CA.
+fn tls_gateway(config_yaml: &str, ca_file: &Path) -> Gateway {
+    Gateway::start_rendered(config_yaml, &standard_env(), 2, &["--ca-file", ca_file.to_str().unwrap()])
 }
 
 fn tls_config(up: &TlsUpstream) -> String {
@@ -451,7 +354,7 @@ fn https_deployment_is_reached_over_verified_tls_with_sni() {
     let pki = Pki::new();
     let server = pki.issue("localhost", "localhost");
     let up = TlsUpstream::start(&server);
-    let gw = TlsGateway::start(&tls_config(&up), &standard_env(), &pki.ca.cert);
+    let gw = tls_gateway(&tls_config(&up), &pki.ca.cert);
 
     let r = gw.chat(ALPHA_KEY, "gpt-tls");
     assert_eq!(r.status, 200, "body: {}\nEnvoy log:\n{}", r.body, gw.log());
@@ -466,7 +369,7 @@ fn https_deployment_is_reached_over_verified_tls_with_sni() {
     assert!(!sni.is_empty(), "the provider saw no SNI callback: {:?}", up.events());
     assert!(sni.iter().all(|n| n == "localhost"), "SNI offered: {sni:?}");
     assert!(up.events_of("tls_error").is_empty(), "failed handshakes: {:?}", up.events());
-    assert!(gw.counter(".ssl.handshake") >= 1, "Envoy counted no upstream TLS handshake");
+    assert!(gw.cluster_counter(".ssl.handshake") >= 1, "Envoy counted no upstream TLS handshake");
 
     // The provider got one request, with its own key and model.
     let reqs = up.events_of("request");
@@ -488,7 +391,7 @@ fn https_deployment_is_reached_over_verified_tls_with_sni() {
 /// and checks that the client gets Envoy's 503 and the provider no request.
 fn assert_refused(pki: &Pki, server: &CertPair, verify_counter: &str) {
     let up = TlsUpstream::start(server);
-    let gw = TlsGateway::start(&tls_config(&up), &standard_env(), &pki.ca.cert);
+    let gw = tls_gateway(&tls_config(&up), &pki.ca.cert);
 
     let r = gw.chat(ALPHA_KEY, "gpt-tls");
     assert_eq!(r.status, 503, "body: {}\nEnvoy log:\n{}", r.body, gw.log());
@@ -505,7 +408,7 @@ fn assert_refused(pki: &Pki, server: &CertPair, verify_counter: &str) {
     assert!(up.events_of("handshake").is_empty(), "a handshake succeeded: {:?}", up.events());
     assert!(up.events_of("request").is_empty(), "the untrusted provider got a request: {:?}", up.events());
     assert!(
-        gw.counter(verify_counter) >= 1,
+        gw.cluster_counter(verify_counter) >= 1,
         "Envoy's {verify_counter} counter did not move\nrendered:\n{}",
         gw.rendered()
     );

@@ -37,20 +37,19 @@ fn header(map: MapType, name: &str) -> Option<String> {
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) -> bool {
-    match hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
-        Ok(()) => true,
-        Err(status) => {
-            warn!("setting request header {name} failed: {status:?}");
-            false
-        }
-    }
+    set_header(MapType::HttpRequestHeaders, name, value)
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) -> bool {
-    match hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value) {
+    set_header(MapType::HttpResponseHeaders, name, value)
+}
+
+/// Sets (or, with `None`, removes) a header.
+fn set_header(map: MapType, name: &str, value: Option<&str>) -> bool {
+    match hostcalls::set_map_value(map, name, value) {
         Ok(()) => true,
         Err(status) => {
-            warn!("setting response header {name} failed: {status:?}");
+            warn!("setting header {name} failed: {status:?}");
             false
         }
     }

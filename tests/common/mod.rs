@@ -139,10 +139,15 @@ impl Gateway {
     }
 
     pub fn start_with(config_yaml: &str, env: &[(String, String)], concurrency: u32) -> Gateway {
+        Self::start_rendered(config_yaml, env, concurrency, &[])
+    }
+
+    /// Starts with extra `tollgate render` arguments (`--ca-file ...`).
+    pub fn start_rendered(config_yaml: &str, env: &[(String, String)], concurrency: u32, render_args: &[&str]) -> Gateway {
         // free_port() releases the port before Envoy binds it, so another
         // process can take it in between: then start again on new ports.
         for _ in 0..5 {
-            match Self::try_start(config_yaml, env, concurrency) {
+            match Self::try_start(config_yaml, env, concurrency, render_args) {
                 Ok(gw) => return gw,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("Envoy did not start:\n{log}"),
@@ -151,7 +156,7 @@ impl Gateway {
         panic!("Envoy found no free ports in 5 tries");
     }
 
-    fn try_start(config_yaml: &str, env: &[(String, String)], concurrency: u32) -> Result<Gateway, String> {
+    fn try_start(config_yaml: &str, env: &[(String, String)], concurrency: u32, render_args: &[&str]) -> Result<Gateway, String> {
         let dir = scratch_dir("gw");
         let config = dir.join("config.yaml");
         std::fs::write(&config, config_yaml).unwrap();
@@ -164,6 +169,7 @@ impl Gateway {
             .args(["--wasm", wasm_path().to_str().unwrap()])
             .args(["--port", &port.to_string(), "--admin-port", &admin_port.to_string()])
             .args(["--out", rendered.to_str().unwrap()])
+            .args(render_args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
@@ -208,6 +214,23 @@ impl Gateway {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The Envoy config `tollgate render` wrote.
+    pub fn rendered(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.yaml")).unwrap_or_default()
+    }
+
+    /// The sum over all clusters of the Envoy counters whose names end with `suffix`.
+    pub fn cluster_counter(&self, suffix: &str) -> u64 {
+        let stats = get(&format!("http://127.0.0.1:{}/stats", self.admin_port), None).unwrap();
+        stats
+            .body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(name, _)| name.starts_with("cluster.") && name.ends_with(suffix))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
     }
 
     /// Posts JSON text with a team key.
