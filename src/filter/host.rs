@@ -15,8 +15,42 @@ use proxy_wasm::types::{BufferType, MapType, Status};
 use crate::budget;
 use crate::errors::ApiError;
 
-pub fn request_header(name: &str) -> Option<String> {
-    header(MapType::HttpRequestHeaders, name)
+/// All request headers, in one hostcall. Values stay bytes; see [`find`].
+pub fn request_headers() -> Vec<(String, Vec<u8>)> {
+    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+        Ok(headers) => headers,
+        Err(status) => {
+            warn!("reading the request headers failed: {status:?}");
+            Vec::new()
+        }
+    }
+}
+
+/// A header's value among `headers`. A value that is not text is returned as
+/// an empty string, so the checks refuse it instead of treating it as absent.
+pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| std::str::from_utf8(v).unwrap_or_default())
+}
+
+/// Replaces all request headers in one hostcall: `headers` less the names in
+/// `changes`, plus the changes that set a value.
+pub fn rewrite_request_headers(headers: &[(String, Vec<u8>)], changes: &[(&str, Option<String>)]) -> bool {
+    let mut out: Vec<(&str, &[u8])> = headers
+        .iter()
+        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k))
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    out.extend(changes.iter().filter_map(|(name, value)| value.as_ref().map(|v| (*name, v.as_bytes()))));
+    match hostcalls::set_map_bytes(MapType::HttpRequestHeaders, out) {
+        Ok(()) => true,
+        Err(status) => {
+            warn!("rewriting the request headers failed: {status:?}");
+            false
+        }
+    }
 }
 
 pub fn response_header(name: &str) -> Option<String> {

@@ -126,7 +126,7 @@ enum State {
     /// Not a gateway request: let everything through.
     Passing,
     /// Reading the body before deciding.
-    Reading { pending: Pending, started_ms: u64 },
+    Reading { pending: Pending, started_ms: u64, headers: Vec<(String, Vec<u8>)> },
     /// Answered locally: hold back whatever still arrives.
     Answered,
     /// Sent to a provider; accounted when it ends.
@@ -160,17 +160,16 @@ impl HttpContext for Request {
         let Some(gw) = self.gateway.clone() else {
             return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
         };
+        let headers = host::request_headers();
         // Whatever happens next, no client chooses the upstream cluster.
-        host::set_request_header(CLUSTER_HEADER, None);
-        let method = host::request_header(":method");
-        let path = host::request_header(":path");
-        let authorization = host::request_header("authorization");
-        let content_length = host::request_header("content-length");
+        if host::find(&headers, CLUSTER_HEADER).is_some() {
+            host::set_request_header(CLUSTER_HEADER, None);
+        }
         let head = Head {
-            method: method.as_deref().unwrap_or_default(),
-            path: path.as_deref().unwrap_or_default(),
-            authorization: authorization.as_deref(),
-            content_length: content_length.as_deref(),
+            method: host::find(&headers, ":method").unwrap_or_default(),
+            path: host::find(&headers, ":path").unwrap_or_default(),
+            authorization: host::find(&headers, "authorization"),
+            content_length: host::find(&headers, "content-length"),
         };
         match admission::on_head(&gw, &head) {
             HeadDecision::PassThrough => Action::Continue,
@@ -184,9 +183,9 @@ impl HttpContext for Request {
                 let started_ms = host::now_ms();
                 if end_of_stream {
                     // No body will follow: decide on an empty one.
-                    self.finish(&gw, &pending, &[], started_ms)
+                    self.finish(&gw, &pending, &[], started_ms, &headers)
                 } else {
-                    self.state = State::Reading { pending, started_ms };
+                    self.state = State::Reading { pending, started_ms, headers };
                     Action::Pause
                 }
             }
@@ -194,8 +193,8 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (pending, started_ms) = match std::mem::replace(&mut self.state, State::Done) {
-            State::Reading { pending, started_ms } => (pending, started_ms),
+        let (pending, started_ms, headers) = match std::mem::replace(&mut self.state, State::Done) {
+            State::Reading { pending, started_ms, headers } => (pending, started_ms, headers),
             State::Answered => {
                 self.state = State::Answered;
                 return Action::Pause;
@@ -212,11 +211,11 @@ impl HttpContext for Request {
             return self.deny(Some(pending.team), &ApiError::too_large(body_size as u64, gw.max_body_bytes));
         }
         if !end_of_stream {
-            self.state = State::Reading { pending, started_ms };
+            self.state = State::Reading { pending, started_ms, headers };
             return Action::Pause;
         }
         match host::body(BufferType::HttpRequestBody, body_size) {
-            Ok(body) => self.finish(&gw, &pending, &body, started_ms),
+            Ok(body) => self.finish(&gw, &pending, &body, started_ms, &headers),
             Err(status) => self.deny(Some(pending.team), &internal(&format!("reading the request body failed: {status:?}"))),
         }
     }
@@ -226,7 +225,7 @@ impl HttpContext for Request {
     /// undecided would forward it unchecked, with the client's key.
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Reading { pending, started_ms } => {
+            State::Reading { pending, started_ms, headers } => {
                 let Some(gw) = self.gateway.clone() else {
                     return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
                 };
@@ -239,7 +238,7 @@ impl HttpContext for Request {
                 if body.len() > gw.max_body_bytes {
                     return self.deny(Some(pending.team), &ApiError::too_large(body.len() as u64, gw.max_body_bytes));
                 }
-                self.finish(&gw, &pending, &body, started_ms)
+                self.finish(&gw, &pending, &body, started_ms, &headers)
             }
             State::Answered => {
                 self.state = State::Answered;
@@ -318,7 +317,14 @@ impl HttpContext for Request {
 
 impl Request {
     /// Routes a complete request: forwards it, or answers with an error.
-    fn finish(&mut self, gw: &Gateway, pending: &Pending, body: &[u8], started_ms: u64) -> Action {
+    fn finish(
+        &mut self,
+        gw: &Gateway,
+        pending: &Pending,
+        body: &[u8],
+        started_ms: u64,
+        headers: &[(String, Vec<u8>)],
+    ) -> Action {
         let n = self.routed.get();
         self.routed.set(n.wrapping_add(1));
         let forward = match admission::on_body(gw, pending, body, n) {
@@ -329,7 +335,7 @@ impl Request {
             Ok(reserved) => reserved,
             Err(error) => return self.deny(Some(pending.team), &error),
         };
-        if let Err(message) = apply(&forward) {
+        if let Err(message) = apply(&forward, headers) {
             self.release(gw, pending.team, reserved);
             return self.deny(Some(pending.team), &internal(&message));
         }
@@ -443,18 +449,18 @@ fn labels3<'g>(gw: &'g Gateway, flight: &InFlight) -> (&'g str, &'g str, &'g str
     )
 }
 
-/// Applies a forward decision to the request Envoy holds.
-fn apply(forward: &Forward) -> Result<(), String> {
+/// Applies a forward decision to the request Envoy holds: the body edit, and
+/// all header changes in one hostcall.
+fn apply(forward: &Forward, headers: &[(String, Vec<u8>)]) -> Result<(), String> {
     if let Some(edit) = &forward.body_edit {
         hostcalls::set_buffer(BufferType::HttpRequestBody, 0, edit.replace, &edit.prefix)
             .map_err(|status| format!("rewriting the request body failed: {status:?}"))?;
     }
-    for (name, value) in &forward.headers {
-        if !host::set_request_header(name, value.as_deref()) {
-            return Err(format!("setting the {name} header failed"));
-        }
+    if host::rewrite_request_headers(headers, &forward.headers) {
+        Ok(())
+    } else {
+        Err("rewriting the request headers failed".to_string())
     }
-    Ok(())
 }
 
 fn internal(message: &str) -> ApiError {
