@@ -29,7 +29,7 @@ export TOLLGATE_PYTHON := $(abspath $(VENV)/bin/python)
 export TOLLGATE_WASM := $(abspath $(WASM))
 export TOLLGATE_CLI := $(abspath $(CLI))
 
-.PHONY: help build wasm cli toolchain venv envoy-up envoy-down test lint clean
+.PHONY: help build wasm cli toolchain venv envoy-up envoy-down test lint bench clean
 
 help:
 	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -72,6 +72,14 @@ lint: toolchain
 
 test: build venv lint
 	cargo test --release
+
+# The side-by-side benchmark (not part of make test); see BENCHMARKS.md.
+BENCH_TOOL := target/bench/release/tollgate-bench
+$(BENCH_TOOL): bench/src/main.rs bench/Cargo.toml
+	CARGO_TARGET_DIR=target/bench cargo build --release --manifest-path bench/Cargo.toml
+
+bench: build venv $(BENCH_TOOL)
+	$(VENV)/bin/python bench/run.py
 
 clean:
 	cargo clean

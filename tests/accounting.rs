@@ -54,6 +54,9 @@ user_access:
   - user_id: team-beta
     models: [text-embedding-3-small]
     api_keys: ["sha256:{BETA_DIGEST}"]
+general_settings:
+  # Send every stat change at once, so a scrape right after a request sees it.
+  stats_flush_interval_ms: 0
 "#
     )
 }

@@ -1,6 +1,7 @@
 //! Streaming through a real Envoy: chunks pass as the provider sends them,
 //! byte for byte; usage is counted from the stream; streams that end early
-//! are still billed.
+//! are still billed. The gateway here flushes stats on its default 1 s timer,
+//! so the tests wait for the values they expect.
 
 mod common;
 
@@ -179,9 +180,9 @@ fn a_stream_passes_chunk_by_chunk_and_is_counted_exactly() {
     assert_eq!(up.requests()[2].json()["stream_options"], json!({"include_usage": true, "other": 1}));
 
     // Three streams, each reporting 11 prompt and 5 completion tokens.
-    assert_eq!(metric(&gw, &format!("{TOKENS}\"input\"}}")), Some(33.0));
-    assert_eq!(metric(&gw, &format!("{TOKENS}\"output\"}}")), Some(15.0));
-    assert_eq!(metric(&gw, r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#), Some(3.0 * 21.0));
+    wait_metric(&gw, &format!("{TOKENS}\"input\"}}"), 33.0);
+    wait_metric(&gw, &format!("{TOKENS}\"output\"}}"), 15.0);
+    wait_metric(&gw, r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#, 3.0 * 21.0);
     assert_eq!(metric(&gw, r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#), None);
     wait_metric(&gw, r#"tollgate_time_to_first_token_milliseconds_count{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#, 3.0);
     wait_metric(&gw, r#"tollgate_request_duration_milliseconds_count{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#, 3.0);
@@ -219,12 +220,12 @@ fn a_stream_the_client_abandons_is_still_billed() {
     // that passed ("Hel" + "lo, "), 4 characters a token.
     let input = (body.len() as f64 / 4.0).ceil();
     wait_metric(&gw, r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#, 1.0);
-    assert_eq!(metric(&gw, &format!("{TOKENS}\"input\"}}")), Some(input));
-    assert_eq!(metric(&gw, &format!("{TOKENS}\"output\"}}")), Some(2.0));
+    wait_metric(&gw, &format!("{TOKENS}\"input\"}}"), input);
+    wait_metric(&gw, &format!("{TOKENS}\"output\"}}"), 2.0);
     let spend = input + 2.0 * 2.0;
-    assert_eq!(metric(&gw, r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#), Some(spend));
+    wait_metric(&gw, r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#, spend);
     // The reservation was released: only the spend left the budget.
-    assert_eq!(metric(&gw, r#"tollgate_budget_remaining_micro_usd{team="team-alpha"}"#), Some(100_000_000.0 - spend));
+    wait_metric(&gw, r#"tollgate_budget_remaining_micro_usd{team="team-alpha"}"#, 100_000_000.0 - spend);
 }
 
 #[test]
@@ -238,7 +239,7 @@ fn a_stream_the_provider_cuts_off_is_still_billed() {
     let (_, _, body) = stream(gw.port, &stream_body(None));
     assert!(String::from_utf8_lossy(&body).contains("abcdefgh"));
     wait_metric(&gw, r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#, 1.0);
-    assert_eq!(metric(&gw, &format!("{TOKENS}\"output\"}}")), Some(2.0), "8 characters passed");
+    wait_metric(&gw, &format!("{TOKENS}\"output\"}}"), 2.0);
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use super::schema::{ConfigFile, ModelEntry, TeamEntry};
 use super::secret::{self, Env, KeyRef};
-use super::{key_bucket, ConfigError, Deployment, Gateway, Model, Team, TeamKey, DEFAULT_MAX_BODY_BYTES};
+use super::{
+    key_bucket, ConfigError, Deployment, Gateway, Model, Team, TeamKey, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATS_FLUSH_MS,
+};
 use crate::budget;
 use crate::json_scan::encode_string;
 use crate::pricing::{self, Price};
@@ -122,6 +124,14 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     };
 
     let allow_unpriced = settings.allow_unpriced_models.unwrap_or(false);
+    let stats_flush_ms = match settings.stats_flush_interval_ms {
+        None => DEFAULT_STATS_FLUSH_MS,
+        Some(ms) if ms <= 60_000 => ms,
+        Some(ms) => {
+            cx.error("general_settings.stats_flush_interval_ms", format!("{ms} is too long; use at most 60000 (0 sends every change at once)"));
+            DEFAULT_STATS_FLUSH_MS
+        }
+    };
     if let Some(strategy) = file.router_settings.as_ref().and_then(|r| r.routing_strategy.as_deref()) {
         if !ROUTING_STRATEGIES.contains(&strategy) {
             cx.error(
@@ -216,7 +226,7 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         return Err(cx.errors);
     }
     Ok(Compiled {
-        gateway: Gateway { models, deployments, teams, max_body_bytes, model_index, key_buckets },
+        gateway: Gateway { models, deployments, teams, max_body_bytes, stats_flush_ms, model_index, key_buckets },
         warnings: cx.warnings,
         env_keys: cx.env_keys,
     })

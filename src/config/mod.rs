@@ -66,6 +66,7 @@ fn path_error(path: &serde_path_to_error::Path, inner: &dyn fmt::Display) -> Con
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_STATS_FLUSH_MS: u64 = 1000;
 
 /// The compiled gateway: models, deployments and teams, indexed.
 #[derive(Debug, Clone)]
@@ -74,6 +75,8 @@ pub struct Gateway {
     pub deployments: Vec<Deployment>,
     pub teams: Vec<Team>,
     pub max_body_bytes: usize,
+    /// How often counter changes are flushed to Envoy; 0: at once.
+    pub stats_flush_ms: u64,
     model_index: HashMap<String, usize>,
     /// Team keys by the first 8 bytes of their SHA-256 digest; see `auth`.
     key_buckets: HashMap<u64, Vec<TeamKey>>,

@@ -89,4 +89,8 @@ pub struct GeneralSettings {
     /// then counted at zero cost). Off by default: budgets must not leak.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_unpriced_models: Option<bool>,
+    /// How often counter and gauge changes reach Envoy's stats, in ms
+    /// (default 1000); 0 sends every change at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_flush_interval_ms: Option<u64>,
 }

@@ -10,6 +10,7 @@ mod stats;
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
@@ -24,7 +25,7 @@ use crate::errors::{ApiError, DenyReason};
 use crate::metrics::Metric;
 use crate::streaming::Meter;
 use host::SharedData;
-use stats::{delta, Stats};
+use stats::{delta, Key, Stats};
 
 /// The `team` label of callers that are not authenticated.
 const UNKNOWN_TEAM: &str = "unknown";
@@ -42,7 +43,12 @@ struct Root {
     routed: Rc<Cell<u64>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        self.stats.flush();
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -81,12 +87,19 @@ impl RootContext for Root {
             warn!("{w}");
         }
         let gw = compiled.gateway;
+        self.stats = Rc::new(Stats::new(gw.stats_flush_ms > 0));
+        if gw.stats_flush_ms > 0 {
+            if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(gw.stats_flush_ms)) {
+                warn!("setting the stats flush timer failed: {status:?}; stats are sent at once");
+                self.stats = Rc::new(Stats::new(false));
+            }
+        }
         // Ledgers exist before traffic, so every update is a compare-and-swap.
-        for team in &gw.teams {
+        for (i, team) in gw.teams.iter().enumerate() {
             let Some(budget) = team.budget_micro else { continue };
             match budget::ensure(&SharedData, &team.ledger_key) {
                 Ok(ledger) => self.stats.record(
-                    Metric::BudgetRemaining,
+                    Key::new(Metric::BudgetRemaining, i, 0, 0, 0),
                     &[("team", &team.id)],
                     ledger.remaining(budget),
                 ),
@@ -99,6 +112,10 @@ impl RootContext for Root {
         info!("configured {} models, {} deployments, {} teams", gw.models.len(), gw.deployments.len(), gw.teams.len());
         self.gateway = Some(Rc::new(gw));
         true
+    }
+
+    fn on_tick(&mut self) {
+        self.stats.flush();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -254,8 +271,10 @@ impl HttpContext for Request {
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         if let State::Forwarded(flight) = &mut self.state {
             flight.status = host::response_header(":status").and_then(|s| s.parse().ok());
-            let event_stream = host::response_header("content-type")
-                .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+            // Only a streaming request can get a stream; skip the lookup otherwise.
+            let event_stream = flight.stream.is_some()
+                && host::response_header("content-type")
+                    .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
             if let (Some(plan), true) = (flight.stream, event_stream && accounting::is_success(flight.status)) {
                 let drop_usage_chunk = !plan.client_asked_usage;
                 if drop_usage_chunk {
@@ -290,12 +309,9 @@ impl HttpContext for Request {
                 if outcome.first_content {
                     let ttft = host::now_ms().saturating_sub(flight.started_ms);
                     if let Some(gw) = &self.gateway {
-                        let labels = labels3(gw, flight);
-                        self.stats.record(
-                            Metric::TimeToFirstToken,
-                            &[("team", labels.0), ("model", labels.1), ("provider", labels.2)],
-                            ttft,
-                        );
+                        let (t, m, p) = labels3(gw, flight);
+                        let key = Key::new(Metric::TimeToFirstToken, flight.team, flight.model, flight.deployment, 0);
+                        self.stats.record(key, &[("team", t), ("model", m), ("provider", p)], ttft);
                     }
                 }
             } else {
@@ -401,7 +417,7 @@ impl Request {
                 Ok(Ok((before, after))) => {
                     let change = i128::from(after.remaining(budget)) - i128::from(before.remaining(budget));
                     self.stats.add(
-                        Metric::BudgetRemaining,
+                        Key::new(Metric::BudgetRemaining, flight.team, 0, 0, 0),
                         &[("team", &team.id)],
                         i64::try_from(change).unwrap_or_default(),
                     );
@@ -412,19 +428,28 @@ impl Request {
         }
 
         let (t, m, p) = (team.id.as_str(), model.name.as_str(), dep.provider.name());
-        let code = flight.status.map_or_else(|| "0".to_string(), |s| s.to_string());
+        // Series keys: the provider is the deployment's, so a model served by
+        // several providers gets one series each.
+        let provider = dep.provider as usize;
+        let key = |metric, extra| Key::new(metric, flight.team, flight.model, provider, extra);
         let s = &self.stats;
-        s.add(Metric::Requests, &[("team", t), ("model", m), ("provider", p), ("code", &code)], 1);
+        let status = flight.status.unwrap_or(0);
+        let code = status.to_string();
+        s.add(key(Metric::Requests, u32::from(status)), &[("team", t), ("model", m), ("provider", p), ("code", &code)], 1);
         let usage = outcome.usage;
-        for (kind, n) in [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input)] {
-            s.add(Metric::Tokens, &[("team", t), ("model", m), ("provider", p), ("type", kind)], delta(n));
+        for (i, (kind, n)) in [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input)]
+            .into_iter()
+            .enumerate()
+        {
+            let labels = [("team", t), ("model", m), ("provider", p), ("type", kind)];
+            s.add(key(Metric::Tokens, u32::try_from(i).unwrap_or_default()), &labels, delta(n));
         }
-        s.add(Metric::Spend, &[("team", t), ("model", m)], delta(outcome.cost_micro));
+        s.add(key(Metric::Spend, 0), &[("team", t), ("model", m)], delta(outcome.cost_micro));
         if outcome.estimated {
-            s.add(Metric::Estimated, &[("team", t), ("model", m)], 1);
+            s.add(key(Metric::Estimated, 0), &[("team", t), ("model", m)], 1);
         }
         let elapsed = host::now_ms().saturating_sub(flight.started_ms);
-        s.record(Metric::Duration, &[("team", t), ("model", m), ("provider", p)], elapsed);
+        s.record(key(Metric::Duration, 0), &[("team", t), ("model", m), ("provider", p)], elapsed);
     }
 
     fn deny(&mut self, team: Option<usize>, error: &ApiError) -> Action {
@@ -433,7 +458,8 @@ impl Request {
             .and_then(|t| self.gateway.as_ref()?.teams.get(t).map(|t| t.id.clone()))
             .unwrap_or_else(|| UNKNOWN_TEAM.to_string());
         if error.reason != DenyReason::Internal {
-            self.stats.add(Metric::Denied, &[("team", &label), ("reason", error.reason.label())], 1);
+            let key = Key::new(Metric::Denied, team.unwrap_or(usize::MAX), 0, 0, error.reason as u32);
+            self.stats.add(key, &[("team", &label), ("reason", error.reason.label())], 1);
         }
         host::send_error(error);
         Action::Pause

@@ -1,6 +1,11 @@
-//! Envoy stats for the metrics in `crate::metrics`. A metric is defined on
-//! first use and its id cached for the life of the VM, so each later update
-//! is one hostcall.
+//! Envoy stats for the metrics in `crate::metrics`.
+//!
+//! A metric is defined on first use and its id cached for the life of the VM,
+//! keyed by small integers rather than its name. Counter and gauge changes
+//! are added up in the VM and flushed to Envoy on a timer
+//! (`general_settings.stats_flush_interval_ms`, 1 s by default), which saves
+//! several hostcalls per request; with an interval of 0 every change is sent
+//! at once. Histogram values are always recorded at once.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,25 +16,50 @@ use proxy_wasm::types::MetricType;
 
 use crate::metrics::{self, Kind, Metric};
 
+/// Identifies one labelled series: the metric, and the indexes of its label
+/// values (team, model, provider, and a code, token type or reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub metric: Metric,
+    pub team: u32,
+    pub model: u32,
+    pub provider: u32,
+    pub extra: u32,
+}
+
+impl Key {
+    pub fn new(metric: Metric, team: usize, model: usize, provider: usize, extra: u32) -> Self {
+        let idx = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        Self { metric, team: idx(team), model: idx(model), provider: idx(provider), extra }
+    }
+}
+
 #[derive(Default)]
 pub struct Stats {
-    ids: RefCell<HashMap<String, u32>>,
+    ids: RefCell<HashMap<Key, u32>>,
+    /// Changes not yet sent, by metric id.
+    pending: RefCell<HashMap<u32, i64>>,
+    batched: bool,
 }
 
 impl Stats {
-    fn id(&self, metric: Metric, labels: &[(&str, &str)]) -> Option<u32> {
-        let name = metrics::name(metric, labels);
-        if let Some(id) = self.ids.borrow().get(&name) {
+    pub fn new(batched: bool) -> Self {
+        Self { batched, ..Self::default() }
+    }
+
+    fn id(&self, key: Key, labels: &[(&str, &str)]) -> Option<u32> {
+        if let Some(id) = self.ids.borrow().get(&key) {
             return Some(*id);
         }
-        let kind = match metric.kind() {
+        let name = metrics::name(key.metric, labels);
+        let kind = match key.metric.kind() {
             Kind::Counter => MetricType::Counter,
             Kind::Gauge => MetricType::Gauge,
             Kind::Histogram => MetricType::Histogram,
         };
         match hostcalls::define_metric(kind, &name) {
             Ok(id) => {
-                self.ids.borrow_mut().insert(name, id);
+                self.ids.borrow_mut().insert(key, id);
                 Some(id)
             }
             Err(status) => {
@@ -40,24 +70,43 @@ impl Stats {
     }
 
     /// Adds to a counter or a gauge.
-    pub fn add(&self, metric: Metric, labels: &[(&str, &str)], delta: i64) {
-        if delta == 0 && metric.kind() == Kind::Counter {
+    pub fn add(&self, key: Key, labels: &[(&str, &str)], delta: i64) {
+        if delta == 0 {
             return;
         }
-        if let Some(id) = self.id(metric, labels) {
-            if let Err(status) = hostcalls::increment_metric(id, delta) {
-                warn!("updating metric {} failed: {status:?}", metric.base());
+        let Some(id) = self.id(key, labels) else { return };
+        if self.batched {
+            let mut pending = self.pending.borrow_mut();
+            let slot = pending.entry(id).or_insert(0);
+            *slot = slot.saturating_add(delta);
+        } else {
+            send(id, delta);
+        }
+    }
+
+    /// Sets a gauge, or records a histogram value, at once.
+    pub fn record(&self, key: Key, labels: &[(&str, &str)], value: u64) {
+        if let Some(id) = self.id(key, labels) {
+            if let Err(status) = hostcalls::record_metric(id, value) {
+                warn!("recording metric {} failed: {status:?}", key.metric.base());
             }
         }
     }
 
-    /// Sets a gauge, or records a histogram value.
-    pub fn record(&self, metric: Metric, labels: &[(&str, &str)], value: u64) {
-        if let Some(id) = self.id(metric, labels) {
-            if let Err(status) = hostcalls::record_metric(id, value) {
-                warn!("recording metric {} failed: {status:?}", metric.base());
+    /// Sends the changes added up since the last flush.
+    pub fn flush(&self) {
+        let pending: Vec<(u32, i64)> = self.pending.borrow_mut().drain().collect();
+        for (id, delta) in pending {
+            if delta != 0 {
+                send(id, delta);
             }
         }
+    }
+}
+
+fn send(id: u32, delta: i64) {
+    if let Err(status) = hostcalls::increment_metric(id, delta) {
+        warn!("updating metric {id} failed: {status:?}");
     }
 }
 

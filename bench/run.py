@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""make bench: the same workload, on the same machine, against the same
+upstream, through three arms:
+
+  direct    client -> upstream
+  envoy     client -> plain Envoy (the same route, no filter) -> upstream
+  tollgate  client -> Envoy with the Tollgate filter (auth, access, budget,
+            accounting all on) -> upstream
+
+The proxies under test run with --concurrency 1, pinned to CPU 0; the load
+generator and the upstreams are pinned to CPU 1. Rounds are interleaved and
+medians reported. Prints a Markdown table and writes bench/results.json.
+
+Environment: ROUNDS (3), DURATION (2 s per measurement), RATE (1000 rps for
+the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips).
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY = os.environ.get("TOLLGATE_ENVOY", str(ROOT / ".venv/bin/envoy"))
+CLI = str(ROOT / "target/release/tollgate")
+WASM = str(ROOT / "target/wasm32-wasip1/release/tollgate.wasm")
+LOAD = str(ROOT / "target/bench/release/tollgate-bench")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+DURATION = float(os.environ.get("DURATION", "2"))
+RATE = int(os.environ.get("RATE", "1000"))
+SOAK = int(os.environ.get("SOAK", "0"))
+SIZES = [("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024)]
+PROXY_CPU, LOAD_CPU = "0", "1"
+TEAM_KEY = "bench-team-key-0123456789"
+
+WORK = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+PROCS = []
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pinned(cpu, argv, **kw):
+    p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdin=subprocess.DEVNULL, **kw)
+    PROCS.append(p)
+    return p
+
+
+def wait_ready(admin_port, proc, what):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited during start-up; see {WORK}")
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1).read() == b"LIVE\n":
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{what} was not ready after 30 s")
+
+
+def start_envoy(name, config, cpu, env=None):
+    path = WORK / f"{name}.json"
+    path.write_text(json.dumps(config))
+    log = open(WORK / f"{name}.log", "w")
+    p = pinned(cpu, [ENVOY, "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
+                     "--log-level", "warn"], stdout=log, stderr=log, env=env)
+    wait_ready(config["admin"]["address"]["socket_address"]["port_value"], p, name)
+    return p
+
+
+def admin(port):
+    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
+
+
+def listener(name, port, routes, filters=()):
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "per_connection_buffer_limit_bytes": 17825792,
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+                "http_filters": list(filters) + [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            }}]}],
+    }
+
+
+def cluster(name, port):
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
+COMPLETION = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello! How can I help you today?"}}],
+    "usage": {"prompt_tokens": 250, "completion_tokens": 9, "total_tokens": 259, "prompt_tokens_details": {"cached_tokens": 0}},
+})
+
+
+def body(size, model="gpt-4o-mini", stream=False):
+    base = {"model": model, "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                                         {"role": "user", "content": ""}], "max_tokens": 256}
+    if stream:
+        base["stream"] = True
+    pad = size - len(json.dumps(base))
+    base["messages"][1]["content"] = ("lorem ipsum dolor sit amet " * (pad // 27 + 1))[:max(pad, 0)]
+    return json.dumps(base)
+
+
+def load(port, path_body, path="/v1/chat/completions", connections=1, rate=0, duration=DURATION, auth=True):
+    argv = [LOAD, "load", "--url", f"http://127.0.0.1:{port}{path}", "--body-file", str(path_body),
+            "--connections", str(connections), "--duration", str(duration), "--warmup", "0.5"]
+    if rate:
+        argv += ["--rate", str(rate)]
+    if auth:
+        argv += ["--header", f"authorization: Bearer {TEAM_KEY}"]
+    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    if result["errors"] or not result["requests"]:
+        sys.exit(f"load on port {port}: {result}")
+    return result
+
+
+def stream(port, path_body, requests=20):
+    argv = [LOAD, "stream", "--url", f"http://127.0.0.1:{port}/v1/chat/completions", "--body-file", str(path_body),
+            "--requests", str(requests), "--header", f"authorization: Bearer {TEAM_KEY}"]
+    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def cpu_ns(pid):
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main():
+    for tool in (ENVOY, CLI, WASM, LOAD):
+        if not Path(tool).exists():
+            sys.exit(f"missing {tool}: run make bench, which builds everything")
+    ports = {k: free_port() for k in ["up", "up_admin", "sse", "plain", "plain_sse", "plain_admin", "tg", "tg_admin"]}
+
+    # The upstream: Envoy's own direct_response, on the load generator's CPU.
+    start_envoy("upstream", {
+        "admin": admin(ports["up_admin"]),
+        # The buffer filter reads the whole request before the direct response,
+        # so the connection stays open for the next one.
+        "static_resources": {"listeners": [listener("upstream", ports["up"], [{
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": COMPLETION}},
+            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}],
+            filters=[{"name": "envoy.filters.http.buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": 1048576}}])]}},
+        LOAD_CPU)
+    # The paced streaming upstream: 10 events, 20 ms apart.
+    sse = pinned(LOAD_CPU, [LOAD, "sse-upstream", "--port", str(ports["sse"]), "--events", "10", "--interval-ms", "20"],
+                 stdout=subprocess.PIPE, text=True)
+    sse.stdout.readline()
+
+    # Plain Envoy: the same routes, no filter.
+    plain = start_envoy("plain", {
+        "admin": admin(ports["plain_admin"]),
+        "static_resources": {
+            "listeners": [
+                listener("plain", ports["plain"], [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "600s"}}]),
+                listener("plain_sse", ports["plain_sse"], [{"match": {"prefix": "/"}, "route": {"cluster": "sse", "timeout": "600s"}}]),
+            ],
+            "clusters": [cluster("upstream", ports["up"]), cluster("sse", ports["sse"])]}},
+        PROXY_CPU)
+
+    # Tollgate: the rendered gateway, with a budget so reservations run.
+    config = WORK / "gateway.yaml"
+    config.write_text(f"""
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini-2024-07-18, api_base: "http://127.0.0.1:{ports['up']}/v1", api_key: os.environ/BENCH_PROVIDER_KEY}}
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: "http://127.0.0.1:{ports['sse']}/v1", api_key: os.environ/BENCH_PROVIDER_KEY}}
+user_access:
+  - user_id: bench-team
+    models: [gpt-4o-mini, gpt-4o]
+    max_budget: 1000000000
+    api_keys: ["{TEAM_KEY}"]
+""")
+    env = dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider")
+    rendered = WORK / "tollgate.yaml"
+    subprocess.run([CLI, "render", str(config), "--wasm", WASM, "--port", str(ports["tg"]),
+                    "--admin-port", str(ports["tg_admin"]), "--out", str(rendered)],
+                   env=env, check=True, capture_output=True)
+    log = open(WORK / "tollgate.log", "w")
+    tg = pinned(PROXY_CPU, [ENVOY, "-c", str(rendered), "--concurrency", "1", "--disable-hot-restart",
+                            "--log-level", "warn"], stdout=log, stderr=log, env=env)
+    wait_ready(ports["tg_admin"], tg, "tollgate")
+
+    bodies = {}
+    for label, size in SIZES:
+        bodies[label] = WORK / f"body-{size}.json"
+        bodies[label].write_text(body(size))
+    stream_body = WORK / "stream.json"
+    stream_body.write_text(body(1024, model="gpt-4o", stream=True))
+
+    arms = {"direct": ports["up"], "envoy": ports["plain"], "tollgate": ports["tg"]}
+    procs = {"envoy": plain, "tollgate": tg}
+    results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": []} for arm in arms} for label, _ in SIZES}
+    streaming = {arm: {"ttft": [], "gap": []} for arm in arms}
+    for r in range(ROUNDS):
+        print(f"round {r + 1}/{ROUNDS}", file=sys.stderr)
+        for label, _ in SIZES:
+            for arm, port in arms.items():
+                res = results[label][arm]
+                one = load(port, bodies[label])
+                res["p50"].append(one["p50_us"])
+                res["p99"].append(one["p99_us"])
+                res["max_rps"].append(load(port, bodies[label], connections=16)["rps"])
+                if arm in procs:
+                    before = cpu_ns(procs[arm].pid)
+                    fixed = load(port, bodies[label], connections=4, rate=RATE)
+                    res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["requests"])
+        for arm, port in {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"]}.items():
+            s = stream(port, stream_body)
+            streaming[arm]["ttft"].append(s["ttft_p50_us"])
+            streaming[arm]["gap"].append(s["gap_p50_us"])
+
+    med = statistics.median
+    rss = {arm: rss_kib(p.pid) for arm, p in procs.items()}
+    soak = []
+    if SOAK:
+        print(f"soak: {SOAK} s at 500 rps through tollgate", file=sys.stderr)
+        step = max(SOAK // 10, 1)
+        for _ in range(SOAK // step):
+            load(ports["tg"], bodies["1 KB"], connections=4, rate=500, duration=step)
+            soak.append(rss_kib(tg.pid))
+
+    lines = ["| body | arm | p50 µs | p99 µs | added p50 vs Envoy | added p50 vs direct | CPU µs/req | max rps (1 core) |",
+             "|---|---|---|---|---|---|---|---|"]
+    summary = {}
+    for label, _ in SIZES:
+        for arm in arms:
+            res = results[label][arm]
+            p50, p99 = med(res["p50"]), med(res["p99"])
+            vs_envoy = p50 - med(results[label]["envoy"]["p50"])
+            vs_direct = p50 - med(results[label]["direct"]["p50"])
+            cpu = med(res["cpu_us"]) if res["cpu_us"] else None
+            summary[f"{label} {arm}"] = {"p50_us": p50, "p99_us": p99, "added_vs_envoy_us": vs_envoy,
+                                         "added_vs_direct_us": vs_direct, "cpu_us_per_req": cpu,
+                                         "max_rps": med(res["max_rps"])}
+            col_envoy = f"{vs_envoy:+.0f}" if arm == "tollgate" else ""
+            col_direct = f"{vs_direct:+.0f}" if arm != "direct" else ""
+            col_cpu = f"{cpu:.1f}" if cpu is not None else ""
+            lines.append(f"| {label} | {arm} | {p50:.0f} | {p99:.0f} | {col_envoy} | {col_direct} | {col_cpu} | "
+                         f"{med(res['max_rps']):.0f} |")
+    cpu_added = {label: med(results[label]["tollgate"]["cpu_us"]) - med(results[label]["envoy"]["cpu_us"]) for label, _ in SIZES}
+    lines += ["", "| body | extra CPU µs/req, Tollgate over plain Envoy |", "|---|---|"]
+    lines += [f"| {label} | {cpu_added[label]:+.1f} |" for label, _ in SIZES]
+    lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy | gap p50 µs | added per chunk vs Envoy |",
+              "|---|---|---|---|---|"]
+    envoy_ttft, envoy_gap = med(streaming["envoy"]["ttft"]), med(streaming["envoy"]["gap"])
+    for arm in arms:
+        ttft, gap = med(streaming[arm]["ttft"]), med(streaming[arm]["gap"])
+        summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap}
+        added_ttft = f"{ttft - envoy_ttft:+.0f}" if arm == "tollgate" else ""
+        added_gap = f"{gap - envoy_gap:+.0f}" if arm == "tollgate" else ""
+        lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {added_gap} |")
+    lines += ["", "| RSS after the run | KiB |", "|---|---|"] + [f"| {arm} | {kib} |" for arm, kib in rss.items()]
+    if soak:
+        lines += ["", f"Soak, {SOAK} s at 500 rps through Tollgate, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]
+    print("\n".join(lines))
+    summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added,
+                    "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE})
+    (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
+
+
+try:
+    main()
+finally:
+    for p in PROCS:
+        p.kill()
+        p.wait()
