@@ -78,7 +78,11 @@ BENCH_TOOL := target/bench/release/tollgate-bench
 $(BENCH_TOOL): bench/src/main.rs bench/Cargo.toml
 	CARGO_TARGET_DIR=target/bench cargo build --release --manifest-path bench/Cargo.toml
 
-bench: build venv $(BENCH_TOOL)
+FLOOR_WASM := target/floor/wasm32-wasip1/release/tollgate.wasm
+$(FLOOR_WASM): src/floor.rs Cargo.toml | toolchain
+	CARGO_TARGET_DIR=target/floor cargo build --release --target wasm32-wasip1 --lib --no-default-features --features bench-floor
+
+bench: build venv $(BENCH_TOOL) $(FLOOR_WASM)
 	$(VENV)/bin/python bench/run.py
 
 clean:

@@ -4,6 +4,8 @@ upstream, through three arms:
 
   direct    client -> upstream
   envoy     client -> plain Envoy (the same route, no filter) -> upstream
+  floor     client -> Envoy with a wasm filter that only holds the headers
+            and buffers the body (what any body-reading wasm filter pays)
   tollgate  client -> Envoy with the Tollgate filter (auth, access, budget,
             accounting all on) -> upstream
 
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVOY = os.environ.get("TOLLGATE_ENVOY", str(ROOT / ".venv/bin/envoy"))
 CLI = str(ROOT / "target/release/tollgate")
 WASM = str(ROOT / "target/wasm32-wasip1/release/tollgate.wasm")
+FLOOR_WASM = str(ROOT / "target/floor/wasm32-wasip1/release/tollgate.wasm")
 LOAD = str(ROOT / "target/bench/release/tollgate-bench")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = float(os.environ.get("DURATION", "2"))
@@ -162,10 +165,11 @@ def rss_kib(pid):
 
 
 def main():
-    for tool in (ENVOY, CLI, WASM, LOAD):
+    for tool in (ENVOY, CLI, WASM, FLOOR_WASM, LOAD):
         if not Path(tool).exists():
             sys.exit(f"missing {tool}: run make bench, which builds everything")
-    ports = {k: free_port() for k in ["up", "up_admin", "sse", "plain", "plain_sse", "plain_admin", "tg", "tg_admin"]}
+    ports = {k: free_port() for k in ["up", "up_admin", "sse", "plain", "plain_sse", "plain_admin", "floor",
+                                      "floor_admin", "tg", "tg_admin"]}
 
     # The upstream: Envoy's own direct_response, on the load generator's CPU.
     start_envoy("upstream", {
@@ -194,6 +198,21 @@ def main():
                 listener("plain_sse", ports["plain_sse"], [{"match": {"prefix": "/"}, "route": {"cluster": "sse", "timeout": "600s"}}]),
             ],
             "clusters": [cluster("upstream", ports["up"]), cluster("sse", ports["sse"])]}},
+        PROXY_CPU)
+
+    # The floor: the same routes behind a wasm filter that does nothing but buffer.
+    wasm_filter = {"name": "floor", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"root_id": "floor", "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
+                                                    "code": {"local": {"filename": FLOOR_WASM}}},
+                   "allow_on_headers_stop_iteration": True}}}
+    floor = start_envoy("floor", {
+        "admin": admin(ports["floor_admin"]),
+        "static_resources": {
+            "listeners": [listener("floor", ports["floor"], [{"match": {"prefix": "/"},
+                                                             "route": {"cluster": "upstream", "timeout": "600s"}}],
+                                   filters=[wasm_filter])],
+            "clusters": [cluster("upstream", ports["up"])]}},
         PROXY_CPU)
 
     # Tollgate: the rendered gateway, with a budget so reservations run.
@@ -227,10 +246,11 @@ user_access:
     stream_body = WORK / "stream.json"
     stream_body.write_text(body(1024, model="gpt-4o", stream=True))
 
-    arms = {"direct": ports["up"], "envoy": ports["plain"], "tollgate": ports["tg"]}
-    procs = {"envoy": plain, "tollgate": tg}
+    arms = {"direct": ports["up"], "envoy": ports["plain"], "floor": ports["floor"], "tollgate": ports["tg"]}
+    procs = {"envoy": plain, "floor": floor, "tollgate": tg}
     results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": []} for arm in arms} for label, _ in SIZES}
-    streaming = {arm: {"ttft": [], "gap": []} for arm in arms}
+    stream_arms = {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"]}
+    streaming = {arm: {"ttft": [], "gap": []} for arm in stream_arms}
     for r in range(ROUNDS):
         print(f"round {r + 1}/{ROUNDS}", file=sys.stderr)
         for label, _ in SIZES:
@@ -244,7 +264,7 @@ user_access:
                     before = cpu_ns(procs[arm].pid)
                     fixed = load(port, bodies[label], connections=4, rate=RATE)
                     res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["requests"])
-        for arm, port in {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"]}.items():
+        for arm, port in stream_arms.items():
             s = stream(port, stream_body)
             streaming[arm]["ttft"].append(s["ttft_p50_us"])
             streaming[arm]["gap"].append(s["gap_p50_us"])
@@ -272,18 +292,21 @@ user_access:
             summary[f"{label} {arm}"] = {"p50_us": p50, "p99_us": p99, "added_vs_envoy_us": vs_envoy,
                                          "added_vs_direct_us": vs_direct, "cpu_us_per_req": cpu,
                                          "max_rps": med(res["max_rps"])}
-            col_envoy = f"{vs_envoy:+.0f}" if arm == "tollgate" else ""
+            col_envoy = f"{vs_envoy:+.0f}" if arm in ("floor", "tollgate") else ""
             col_direct = f"{vs_direct:+.0f}" if arm != "direct" else ""
             col_cpu = f"{cpu:.1f}" if cpu is not None else ""
             lines.append(f"| {label} | {arm} | {p50:.0f} | {p99:.0f} | {col_envoy} | {col_direct} | {col_cpu} | "
                          f"{med(res['max_rps']):.0f} |")
-    cpu_added = {label: med(results[label]["tollgate"]["cpu_us"]) - med(results[label]["envoy"]["cpu_us"]) for label, _ in SIZES}
-    lines += ["", "| body | extra CPU µs/req, Tollgate over plain Envoy |", "|---|---|"]
-    lines += [f"| {label} | {cpu_added[label]:+.1f} |" for label, _ in SIZES]
+    cpu = {label: {arm: med(results[label][arm]["cpu_us"]) for arm in procs} for label, _ in SIZES}
+    cpu_added = {label: cpu[label]["tollgate"] - cpu[label]["envoy"] for label, _ in SIZES}
+    lines += ["", f"| body | extra CPU µs/req at {RATE} rps: floor over Envoy | Tollgate over Envoy | Tollgate over floor |",
+              "|---|---|---|---|"]
+    lines += [f"| {label} | {cpu[label]['floor'] - cpu[label]['envoy']:+.1f} | {cpu_added[label]:+.1f} | "
+              f"{cpu[label]['tollgate'] - cpu[label]['floor']:+.1f} |" for label, _ in SIZES]
     lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy | gap p50 µs | added per chunk vs Envoy |",
               "|---|---|---|---|---|"]
     envoy_ttft, envoy_gap = med(streaming["envoy"]["ttft"]), med(streaming["envoy"]["gap"])
-    for arm in arms:
+    for arm in stream_arms:
         ttft, gap = med(streaming[arm]["ttft"]), med(streaming[arm]["gap"])
         summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap}
         added_ttft = f"{ttft - envoy_ttft:+.0f}" if arm == "tollgate" else ""

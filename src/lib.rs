@@ -48,8 +48,13 @@ pub mod streaming;
 pub mod upstream;
 pub mod usage;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "bench-floor")))]
 mod filter;
+
+/// For `make bench` only: a filter that does nothing but hold the headers
+/// and buffer the body, to show what the wasm runtime itself costs.
+#[cfg(all(target_arch = "wasm32", feature = "bench-floor"))]
+mod floor;
 
 #[cfg(feature = "cli")]
 pub mod render;
