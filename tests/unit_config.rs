@@ -937,3 +937,17 @@ fn provider_keys_must_fit_in_a_header() {
     let errors = compile_errors(&literal, &base_env());
     assert!(errors.iter().any(|e| e.starts_with("model_list[1].litellm_params.api_key: the key has characters")), "{errors:#?}");
 }
+
+#[test]
+fn warnings_for_settings_that_do_nothing() {
+    let yaml = edit(BASE, "      api_base: http://llm.internal:8080\n", "      api_base: http://llm.internal:8080\n      api_version: \"2024-06-01\"\n");
+    let c = compiled(&yaml, &base_env());
+    assert!(
+        c.warnings.iter().any(|w| w == "model_list[3].litellm_params.api_version: openai deployments do not use it; it is ignored"),
+        "{:#?}",
+        c.warnings
+    );
+    let no_teams = BASE.split("user_access:").next().unwrap().to_string();
+    let c = compiled(&no_teams, &base_env());
+    assert!(c.warnings.iter().any(|w| w.starts_with("user_access is empty")), "{:#?}", c.warnings);
+}

@@ -222,6 +222,9 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         teams.push(team);
     }
 
+    if file.user_access.is_empty() {
+        cx.warnings.push("user_access is empty: no caller can authenticate, so every request gets 401".to_string());
+    }
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -294,6 +297,12 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
         }
     };
     let price = price(cx, base, entry, upstream_model);
+    if params.api_version.is_some() {
+        cx.warnings.push(format!(
+            "{base}.litellm_params.api_version: {} deployments do not use it; it is ignored",
+            provider.name()
+        ));
+    }
     let paths = Endpoint::ALL.map(|e| provider.upstream_path(&url.base_path, e));
     Some(Deployment {
         model,
