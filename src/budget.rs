@@ -179,60 +179,62 @@ mod tests {
         assert_eq!(usd_to_micro(-1.0), 0);
     }
 
-    /// 40 threads race for a budget that has room for 3 worst cases: exactly
-    /// 3 are admitted, and after settling, spend is within one request of the
-    /// budget. Run many times over.
+    /// A store whose team ledger has 940 of 1000 spent.
+    fn nearly_spent() -> (Arc<MapStore>, String) {
+        let store = Arc::new(MapStore::default());
+        let key = ledger_key("team");
+        ensure(store.as_ref(), &key).unwrap();
+        update(store.as_ref(), &key, |l| Ok::<_, ()>(Ledger { spent: 940, ..l })).unwrap().unwrap();
+        (store, key)
+    }
+
+    /// Runs `request` on 40 threads released at once; returns how many were admitted.
+    fn race(store: &Arc<MapStore>, key: &str, request: fn(&MapStore, &str) -> bool) -> usize {
+        let barrier = Arc::new(Barrier::new(40));
+        let handles: Vec<_> = (0..40)
+            .map(|_| {
+                let (store, key, barrier) = (Arc::clone(store), key.to_string(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    request(store.as_ref(), &key)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).filter(|a| *a).count()
+    }
+
+    /// 40 threads race for a budget with room for 3 worst cases, each
+    /// settling as soon as it is admitted; after settling, spend is within
+    /// one request of the budget. Run many times over.
     #[test]
     fn a_burst_cannot_overrun_a_budget() {
+        const BUDGET: u64 = 1_000;
+        const WORST: u64 = 20;
+        const ACTUAL: u64 = 15;
         for _ in 0..10 {
-            let store = Arc::new(MapStore::default());
-            let key = ledger_key("team");
-            ensure(store.as_ref(), &key).unwrap();
-            update(store.as_ref(), &key, |l| Ok::<_, ()>(Ledger { spent: 940, ..l })).unwrap().unwrap();
-            let (budget, worst, actual) = (1_000u64, 20u64, 15u64);
-            let barrier = Arc::new(Barrier::new(40));
-            let handles: Vec<_> = (0..40)
-                .map(|_| {
-                    let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
-                    std::thread::spawn(move || {
-                        barrier.wait();
-                        let admitted = update(store.as_ref(), &key, |l| admit(l, budget, worst)).unwrap().is_ok();
-                        if admitted {
-                            update(store.as_ref(), &key, |l| Ok::<_, ()>(settle(l, worst, actual))).unwrap().unwrap();
-                        }
-                        admitted
-                    })
-                })
-                .collect();
-            let admitted = handles.into_iter().map(|h| h.join().unwrap()).filter(|a| *a).count();
+            let (store, key) = nearly_spent();
+            let admitted = race(&store, &key, |store, key| {
+                let admitted = update(store, key, |l| admit(l, BUDGET, WORST)).unwrap().is_ok();
+                if admitted {
+                    update(store, key, |l| Ok::<_, ()>(settle(l, WORST, ACTUAL))).unwrap().unwrap();
+                }
+                admitted
+            });
             let (value, _) = store.get(&key).unwrap();
             let ledger = Ledger::decode(&value.unwrap()).unwrap();
             assert_eq!(ledger.reserved, 0);
-            assert_eq!(ledger.spent, 940 + admitted as u64 * actual);
+            assert_eq!(ledger.spent, 940 + admitted as u64 * ACTUAL);
             // Reservations admit exactly 3 (940+20+20+20 = 1000); settling
             // early can free room for a few more, never past budget + one.
             assert!(admitted >= 3, "admitted {admitted}");
-            assert!(ledger.spent < budget + actual, "spent {} with {admitted} admitted", ledger.spent);
+            assert!(ledger.spent < BUDGET + ACTUAL, "spent {} with {admitted} admitted", ledger.spent);
         }
     }
 
     #[test]
     fn reservations_alone_admit_exactly_what_fits() {
-        let store = Arc::new(MapStore::default());
-        let key = ledger_key("team");
-        ensure(store.as_ref(), &key).unwrap();
-        update(store.as_ref(), &key, |l| Ok::<_, ()>(Ledger { spent: 940, ..l })).unwrap().unwrap();
-        let barrier = Arc::new(Barrier::new(40));
-        let handles: Vec<_> = (0..40)
-            .map(|_| {
-                let (store, key, barrier) = (Arc::clone(&store), key.clone(), Arc::clone(&barrier));
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    update(store.as_ref(), &key, |l| admit(l, 1_000, 20)).unwrap().is_ok()
-                })
-            })
-            .collect();
-        let admitted = handles.into_iter().map(|h| h.join().unwrap()).filter(|a| *a).count();
+        let (store, key) = nearly_spent();
+        let admitted = race(&store, &key, |store, key| update(store, key, |l| admit(l, 1_000, 20)).unwrap().is_ok());
         assert_eq!(admitted, 3);
     }
 
