@@ -82,9 +82,18 @@ FLOOR_WASM := target/floor/wasm32-wasip1/release/tollgate.wasm
 $(FLOOR_WASM): src/floor.rs Cargo.toml | toolchain
 	CARGO_TARGET_DIR=target/floor cargo build --release --target wasm32-wasip1 --lib --no-default-features --features bench-floor
 
+# BENCH_PEERS=1: LiteLLM proxy and TensorZero's gateway, in their own virtualenv.
+PEERS_STAMP := .venv-peers/.installed
+$(PEERS_STAMP): bench/requirements-peers.txt
+	python3 -m venv .venv-peers
+	.venv-peers/bin/pip install --quiet --disable-pip-version-check uv
+	.venv-peers/bin/uv pip install --quiet --python .venv-peers/bin/python -r bench/requirements-peers.txt
+	touch $@
+
 bench: build venv $(BENCH_TOOL) $(FLOOR_WASM)
+	@if [ "$${BENCH_PEERS:-0}" = 1 ]; then $(MAKE) --no-print-directory $(PEERS_STAMP); fi
 	$(VENV)/bin/python bench/run.py
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .run
+	rm -rf $(VENV) .venv-peers .run

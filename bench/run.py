@@ -13,8 +13,13 @@ The proxies under test run with --concurrency 1, pinned to CPU 0; the load
 generator and the upstreams are pinned to CPU 1. Rounds are interleaved and
 medians reported. Prints a Markdown table and writes bench/results.json.
 
+With BENCH_PEERS=1 the same workload also goes through LiteLLM proxy and
+TensorZero's gateway (installed by make into .venv-peers), each given the
+same single core as the proxies.
+
 Environment: ROUNDS (3), DURATION (2 s per measurement), RATE (1000 rps for
-the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips).
+the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
+BENCH_PEERS (0).
 """
 
 import json
@@ -23,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -37,6 +43,10 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = float(os.environ.get("DURATION", "2"))
 RATE = int(os.environ.get("RATE", "1000"))
 SOAK = int(os.environ.get("SOAK", "0"))
+PEERS = os.environ.get("BENCH_PEERS", "0") == "1"
+PEERS_PY = str(ROOT / ".venv-peers/bin/python")
+PEERS_LITELLM = str(ROOT / ".venv-peers/bin/litellm")
+LITELLM_KEY = "sk-bench-litellm-master"
 SIZES = [("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024)]
 PROXY_CPU, LOAD_CPU = "0", "1"
 TEAM_KEY = "bench-team-key-0123456789"
@@ -129,17 +139,26 @@ def body(size, model="gpt-4o-mini", stream=False):
     return json.dumps(base)
 
 
-def load(port, path_body, path="/v1/chat/completions", connections=1, rate=0, duration=DURATION, auth=True):
-    argv = [LOAD, "load", "--url", f"http://127.0.0.1:{port}{path}", "--body-file", str(path_body),
-            "--connections", str(connections), "--duration", str(duration), "--warmup", "0.5"]
+class Arm:
+    """Where an arm listens, what path and key it takes, and which body file
+    (by size label) to send: the peers name the model their own way."""
+
+    def __init__(self, port, path="/v1/chat/completions", key=TEAM_KEY, bodies=None):
+        self.port, self.path, self.key, self.bodies = port, path, key, bodies
+
+
+def load(arm, label, connections=1, rate=0, duration=DURATION):
+    argv = [LOAD, "load", "--url", f"http://127.0.0.1:{arm.port}{arm.path}", "--body-file", str(arm.bodies[label]),
+            "--connections", str(connections), "--duration", str(duration), "--warmup", "0.5",
+            "--header", f"authorization: Bearer {arm.key}"]
     if rate:
         argv += ["--rate", str(rate)]
-    if auth:
-        argv += ["--header", f"authorization: Bearer {TEAM_KEY}"]
-    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, check=True)
+    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"load on port {arm.port}{arm.path} failed: {out.stderr.strip()}")
     result = json.loads(out.stdout)
     if result["errors"] or not result["requests"]:
-        sys.exit(f"load on port {port}: {result}")
+        sys.exit(f"load on port {arm.port}: {result}")
     return result
 
 
@@ -148,6 +167,72 @@ def stream(port, path_body, requests=20):
             "--requests", str(requests), "--header", f"authorization: Bearer {TEAM_KEY}"]
     out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def start_peers(upstream_port, bodies, arms, procs):
+    """LiteLLM proxy and TensorZero's gateway, each on the proxies' core,
+    in front of the same upstream."""
+    for tool in (PEERS_PY, PEERS_LITELLM):
+        if not Path(tool).exists():
+            sys.exit(f"missing {tool}: BENCH_PEERS=1 make bench installs the peers")
+    env = dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider", LITELLM_LOCAL_MODEL_COST_MAP="True",
+               LITELLM_LOG="ERROR", TENSORZERO_DISABLE_PSEUDONYMOUS_USAGE_ANALYTICS="1")
+
+    port = free_port()
+    (WORK / "litellm.yaml").write_text(f"""
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini-2024-07-18, api_base: "http://127.0.0.1:{upstream_port}/v1", api_key: os.environ/BENCH_PROVIDER_KEY}}
+general_settings:
+  master_key: {LITELLM_KEY}
+""")
+    log = open(WORK / "litellm.log", "w")
+    litellm = pinned(PROXY_CPU, [PEERS_LITELLM, "--config", str(WORK / "litellm.yaml"), "--port", str(port),
+                                 "--num_workers", "1"], stdout=log, stderr=log, env=env, cwd=WORK)
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=1)
+            break
+        except OSError:
+            if litellm.poll() is not None or time.time() > deadline:
+                sys.exit(f"LiteLLM did not start; see {WORK / 'litellm.log'}")
+            time.sleep(0.5)
+    arms["litellm"] = Arm(port, key=LITELLM_KEY, bodies=bodies)
+    procs["litellm"] = litellm
+
+    (WORK / "tensorzero.toml").write_text(f"""
+[gateway]
+observability.enabled = false
+
+[models."gpt-4o-mini"]
+routing = ["bench"]
+
+[models."gpt-4o-mini".providers.bench]
+type = "openai"
+model_name = "gpt-4o-mini-2024-07-18"
+api_base = "http://127.0.0.1:{upstream_port}/v1/"
+api_key_location = "env::BENCH_PROVIDER_KEY"
+""")
+    tz = pinned(PROXY_CPU, [PEERS_PY, str(ROOT / "bench/tensorzero_gateway.py"), str(WORK / "tensorzero.toml")],
+                stdout=subprocess.PIPE, stderr=open(WORK / "tensorzero.log", "w"), env=env, text=True)
+    # Its own log lines come first on stdout; the base URL is the first URL.
+    base = ""
+    for line in tz.stdout:
+        if line.startswith("http://127.0.0.1:"):
+            base = line.strip()
+            break
+    if not base:
+        sys.exit(f"TensorZero did not start; see {WORK / 'tensorzero.log'}")
+    # Keep draining its stdout so that it never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in tz.stdout], daemon=True).start()
+    tz_port = int(base.split(":")[2].split("/")[0])
+    tz_bodies = {}
+    for label, size in SIZES:
+        tz_bodies[label] = WORK / f"body-tz-{size}.json"
+        tz_bodies[label].write_text(body(size, model="tensorzero::model_name::gpt-4o-mini"))
+    arms["tensorzero"] = Arm(tz_port, path="/openai/v1/chat/completions", key="unused", bodies=tz_bodies)
+    procs["tensorzero"] = tz
 
 
 def cpu_ns(pid):
@@ -243,26 +328,29 @@ user_access:
     for label, size in SIZES:
         bodies[label] = WORK / f"body-{size}.json"
         bodies[label].write_text(body(size))
+    arms = {"direct": Arm(ports["up"], bodies=bodies), "envoy": Arm(ports["plain"], bodies=bodies),
+            "floor": Arm(ports["floor"], bodies=bodies), "tollgate": Arm(ports["tg"], bodies=bodies)}
+    procs = {"envoy": plain, "floor": floor, "tollgate": tg}
+    if PEERS:
+        start_peers(ports["up"], bodies, arms, procs)
     stream_body = WORK / "stream.json"
     stream_body.write_text(body(1024, model="gpt-4o", stream=True))
 
-    arms = {"direct": ports["up"], "envoy": ports["plain"], "floor": ports["floor"], "tollgate": ports["tg"]}
-    procs = {"envoy": plain, "floor": floor, "tollgate": tg}
     results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": []} for arm in arms} for label, _ in SIZES}
     stream_arms = {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"]}
     streaming = {arm: {"ttft": [], "gap": []} for arm in stream_arms}
     for r in range(ROUNDS):
         print(f"round {r + 1}/{ROUNDS}", file=sys.stderr)
         for label, _ in SIZES:
-            for arm, port in arms.items():
+            for arm, where in arms.items():
                 res = results[label][arm]
-                one = load(port, bodies[label])
+                one = load(where, label)
                 res["p50"].append(one["p50_us"])
                 res["p99"].append(one["p99_us"])
-                res["max_rps"].append(load(port, bodies[label], connections=16)["rps"])
+                res["max_rps"].append(load(where, label, connections=16)["rps"])
                 if arm in procs:
                     before = cpu_ns(procs[arm].pid)
-                    fixed = load(port, bodies[label], connections=4, rate=RATE)
+                    fixed = load(where, label, connections=4, rate=RATE)
                     res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["requests"])
         for arm, port in stream_arms.items():
             s = stream(port, stream_body)
@@ -276,7 +364,7 @@ user_access:
         print(f"soak: {SOAK} s at 500 rps through tollgate", file=sys.stderr)
         step = max(SOAK // 10, 1)
         for _ in range(SOAK // step):
-            load(ports["tg"], bodies["1 KB"], connections=4, rate=500, duration=step)
+            load(arms["tollgate"], "1 KB", connections=4, rate=500, duration=step)
             soak.append(rss_kib(tg.pid))
 
     lines = ["| body | arm | p50 µs | p99 µs | added p50 vs Envoy | added p50 vs direct | CPU µs/req | max rps (1 core) |",
@@ -292,7 +380,7 @@ user_access:
             summary[f"{label} {arm}"] = {"p50_us": p50, "p99_us": p99, "added_vs_envoy_us": vs_envoy,
                                          "added_vs_direct_us": vs_direct, "cpu_us_per_req": cpu,
                                          "max_rps": med(res["max_rps"])}
-            col_envoy = f"{vs_envoy:+.0f}" if arm in ("floor", "tollgate") else ""
+            col_envoy = f"{vs_envoy:+.0f}" if arm not in ("direct", "envoy") else ""
             col_direct = f"{vs_direct:+.0f}" if arm != "direct" else ""
             col_cpu = f"{cpu:.1f}" if cpu is not None else ""
             lines.append(f"| {label} | {arm} | {p50:.0f} | {p99:.0f} | {col_envoy} | {col_direct} | {col_cpu} | "
