@@ -194,3 +194,40 @@ fn make_envoy_up_reports_an_envoy_that_does_not_come_up() {
     let pid = Path::new(env!("CARGO_MANIFEST_DIR")).join(".run").join(&port).join("envoy.pid");
     assert!(!pid.exists());
 }
+
+/// The filter runs the same checks when Envoy loads it: a config that is
+/// wrong where Envoy runs (here: a key variable Envoy's environment lacks)
+/// stops Envoy with the field path in its log, rather than serving requests.
+#[test]
+fn envoy_refuses_a_config_the_filter_rejects() {
+    let dir = scratch_dir("filter-check");
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, seed()).unwrap();
+    let rendered = dir.join("envoy.yaml");
+    let out = Command::new(cli_bin())
+        .arg("render")
+        .arg(&config)
+        .args(["--wasm", wasm_path().to_str().unwrap(), "--out", rendered.to_str().unwrap()])
+        .args(["--port", &free_port().to_string(), "--admin-port", &free_port().to_string()])
+        .env_clear()
+        .envs(seed_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Envoy gets every variable but TEAM_ALPHA_KEY.
+    let out = Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&rendered)
+        .args(["--disable-hot-restart", "--log-level", "warn"])
+        .env_clear()
+        .envs(seed_env().into_iter().filter(|(k, _)| *k != "TEAM_ALPHA_KEY"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "Envoy started: {log}");
+    assert!(
+        log.contains("invalid config: user_access[0].api_keys[0]: environment variable TEAM_ALPHA_KEY is not set"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
