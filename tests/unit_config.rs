@@ -537,12 +537,12 @@ fn teams() {
     let a = &gw.teams[0];
     assert_eq!(a.id, "team-a");
     assert_eq!(a.allowed, vec![true, true, true]);
-    assert_eq!(a.max_budget, Some(500.0));
+    assert_eq!(a.budget_micro, Some(500_000_000));
     let b = &gw.teams[1];
     assert_eq!(b.id, "team-b");
     assert_eq!(b.allowed, vec![false, false, true]);
     assert!(b.may_use(2) && !b.may_use(0) && !b.may_use(3));
-    assert_eq!(b.max_budget, Some(200.0));
+    assert_eq!(b.budget_micro, Some(200_000_000));
     let body: Value = serde_json::from_str(&b.models_body).unwrap();
     assert_eq!(body, json!({"object": "list", "data": [{"id": "local", "object": "model", "created": 0, "owned_by": "openai"}]}));
     let body: Value = serde_json::from_str(&a.models_body).unwrap();

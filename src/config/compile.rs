@@ -403,7 +403,6 @@ fn team(
         id: entry.user_id.clone(),
         models_body: crate::access::models_list_body(models, deployments, &allowed),
         allowed,
-        max_budget: entry.max_budget,
         budget_micro: entry.max_budget.map(budget::usd_to_micro),
         ledger_key: budget::ledger_key(&entry.user_id),
     }

@@ -124,7 +124,6 @@ pub struct Team {
     pub id: String,
     /// By model index: may this team call it?
     pub allowed: Vec<bool>,
-    pub max_budget: Option<f64>,
     /// `max_budget` in micro-USD.
     pub budget_micro: Option<u64>,
     /// The shared-data key of the team's ledger.

@@ -27,6 +27,9 @@ use crate::streaming::Meter;
 use host::SharedData;
 use stats::{delta, Key, Stats};
 
+/// Only when Envoy runs a VM whose configure step failed.
+const NOT_CONFIGURED: &str = "the gateway is not configured; see Envoy's log";
+
 /// The `team` label of callers that are not authenticated.
 const UNKNOWN_TEAM: &str = "unknown";
 
@@ -175,7 +178,7 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let Some(gw) = self.gateway.clone() else {
-            return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
+            return self.deny(None, &ApiError::internal(NOT_CONFIGURED));
         };
         let headers = host::request_headers();
         // Whatever happens next, no client chooses the upstream cluster.
@@ -222,7 +225,7 @@ impl HttpContext for Request {
             }
         };
         let Some(gw) = self.gateway.clone() else {
-            return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
+            return self.deny(None, &ApiError::internal(NOT_CONFIGURED));
         };
         if body_size > gw.max_body_bytes {
             return self.deny(Some(pending.team), &ApiError::too_large(body_size as u64, gw.max_body_bytes));
@@ -233,7 +236,7 @@ impl HttpContext for Request {
         }
         match host::body(BufferType::HttpRequestBody, body_size) {
             Ok(body) => self.finish(&gw, &pending, &body, started_ms, &headers),
-            Err(status) => self.deny(Some(pending.team), &internal(&format!("reading the request body failed: {status:?}"))),
+            Err(status) => self.deny(Some(pending.team), &ApiError::internal(&format!("reading the request body failed: {status:?}"))),
         }
     }
 
@@ -244,12 +247,12 @@ impl HttpContext for Request {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Reading { pending, started_ms, headers } => {
                 let Some(gw) = self.gateway.clone() else {
-                    return self.deny(None, &internal("the gateway is not configured; see Envoy's log"));
+                    return self.deny(None, &ApiError::internal(NOT_CONFIGURED));
                 };
                 let body = match host::body(BufferType::HttpRequestBody, usize::MAX) {
                     Ok(body) => body,
                     Err(status) => {
-                        return self.deny(Some(pending.team), &internal(&format!("reading the request body failed: {status:?}")))
+                        return self.deny(Some(pending.team), &ApiError::internal(&format!("reading the request body failed: {status:?}")))
                     }
                 };
                 if body.len() > gw.max_body_bytes {
@@ -309,9 +312,8 @@ impl HttpContext for Request {
                 if outcome.first_content {
                     let ttft = host::now_ms().saturating_sub(flight.started_ms);
                     if let Some(gw) = &self.gateway {
-                        let (t, m, p) = labels3(gw, flight);
-                        let key = Key::new(Metric::TimeToFirstToken, flight.team, flight.model, flight.deployment, 0);
-                        self.stats.record(key, &[("team", t), ("model", m), ("provider", p)], ttft);
+                        let (key, labels) = series(gw, flight, Metric::TimeToFirstToken);
+                        self.stats.record(key, &labels, ttft);
                     }
                 }
             } else {
@@ -353,7 +355,7 @@ impl Request {
         };
         if let Err(message) = apply(&forward, headers) {
             self.release(gw, pending.team, reserved);
-            return self.deny(Some(pending.team), &internal(&message));
+            return self.deny(Some(pending.team), &ApiError::internal(&message));
         }
         self.state = State::Forwarded(Box::new(InFlight {
             team: pending.team,
@@ -380,7 +382,7 @@ impl Request {
         match budget::update(&SharedData, &t.ledger_key, |l| budget::admit(l, budget, worst)) {
             Ok(Ok(_)) => Ok(worst),
             Ok(Err(ledger)) => Err(ApiError::budget_exceeded(&t.id, ledger.spent, ledger.reserved, budget)),
-            Err(e) => Err(internal(&e)),
+            Err(e) => Err(ApiError::internal(&e)),
         }
     }
 
@@ -428,8 +430,6 @@ impl Request {
         }
 
         let (t, m, p) = (team.id.as_str(), model.name.as_str(), dep.provider.name());
-        // Series keys: the provider is the deployment's, so a model served by
-        // several providers gets one series each.
         let provider = dep.provider as usize;
         let key = |metric, extra| Key::new(metric, flight.team, flight.model, provider, extra);
         let s = &self.stats;
@@ -449,7 +449,8 @@ impl Request {
             s.add(key(Metric::Estimated, 0), &[("team", t), ("model", m)], 1);
         }
         let elapsed = host::now_ms().saturating_sub(flight.started_ms);
-        s.record(key(Metric::Duration, 0), &[("team", t), ("model", m), ("provider", p)], elapsed);
+        let (duration, labels) = series(&gw, &flight, Metric::Duration);
+        s.record(duration, &labels, elapsed);
     }
 
     fn deny(&mut self, team: Option<usize>, error: &ApiError) -> Action {
@@ -466,13 +467,18 @@ impl Request {
     }
 }
 
-/// The team, model and provider names of a forwarded request.
-fn labels3<'g>(gw: &'g Gateway, flight: &InFlight) -> (&'g str, &'g str, &'g str) {
-    (
-        gw.teams.get(flight.team).map_or("", |t| t.id.as_str()),
-        gw.models.get(flight.model).map_or("", |m| m.name.as_str()),
-        gw.deployments.get(flight.deployment).map_or("", |d| d.provider.name()),
-    )
+/// A forwarded request's team/model/provider series of a metric: its key
+/// and its labels. The provider is the deployment's, so a model served by
+/// several providers gets one series each.
+fn series<'g>(gw: &'g Gateway, flight: &InFlight, metric: Metric) -> (Key, [(&'static str, &'g str); 3]) {
+    let provider = gw.deployments.get(flight.deployment).map(|d| d.provider);
+    let key = Key::new(metric, flight.team, flight.model, provider.map_or(0, |p| p as usize), 0);
+    let labels = [
+        ("team", gw.teams.get(flight.team).map_or("", |t| t.id.as_str())),
+        ("model", gw.models.get(flight.model).map_or("", |m| m.name.as_str())),
+        ("provider", provider.map_or("", |p| p.name())),
+    ];
+    (key, labels)
 }
 
 /// Applies a forward decision to the request Envoy holds: the body edit, and
@@ -489,6 +495,3 @@ fn apply(forward: &Forward, headers: &[(String, Vec<u8>)]) -> Result<(), String>
     }
 }
 
-fn internal(message: &str) -> ApiError {
-    ApiError::internal(message)
-}
