@@ -6,6 +6,8 @@ upstream, through three arms:
   envoy     client -> plain Envoy (the same route, no filter) -> upstream
   floor     client -> Envoy with a wasm filter that only holds the headers
             and buffers the body (what any body-reading wasm filter pays)
+  hostcalls the floor filter making 10 hostcalls per request (header map
+            reads), which prices one hostcall
   tollgate  client -> Envoy with the Tollgate filter (auth, access, budget,
             accounting all on) -> upstream
 
@@ -50,6 +52,7 @@ LITELLM_KEY = "sk-bench-litellm-master"
 SIZES = [("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024)]
 PROXY_CPU, LOAD_CPU = "0", "1"
 TEAM_KEY = "bench-team-key-0123456789"
+HOSTCALLS = 10
 
 WORK = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
 PROCS = []
@@ -254,7 +257,7 @@ def main():
         if not Path(tool).exists():
             sys.exit(f"missing {tool}: run make bench, which builds everything")
     ports = {k: free_port() for k in ["up", "up_admin", "sse", "plain", "plain_sse", "plain_admin", "floor",
-                                      "floor_admin", "tg", "tg_admin"]}
+                                      "floor_admin", "hc", "hc_admin", "tg", "tg_admin"]}
 
     # The upstream: Envoy's own direct_response, on the load generator's CPU.
     start_envoy("upstream", {
@@ -286,19 +289,26 @@ def main():
         PROXY_CPU)
 
     # The floor: the same routes behind a wasm filter that does nothing but buffer.
-    wasm_filter = {"name": "floor", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-        "config": {"root_id": "floor", "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
-                                                    "code": {"local": {"filename": FLOOR_WASM}}},
-                   "allow_on_headers_stop_iteration": True}}}
-    floor = start_envoy("floor", {
-        "admin": admin(ports["floor_admin"]),
-        "static_resources": {
-            "listeners": [listener("floor", ports["floor"], [{"match": {"prefix": "/"},
-                                                             "route": {"cluster": "upstream", "timeout": "600s"}}],
-                                   filters=[wasm_filter])],
-            "clusters": [cluster("upstream", ports["up"])]}},
-        PROXY_CPU)
+    def floor_envoy(name, hostcalls):
+        wasm_filter = {"name": "floor", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {"root_id": "floor", "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
+                                                        "code": {"local": {"filename": FLOOR_WASM}}},
+                       "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                         "value": str(hostcalls)},
+                       "allow_on_headers_stop_iteration": True}}}
+        return start_envoy(name, {
+            "admin": admin(ports[f"{name}_admin"]),
+            "static_resources": {
+                "listeners": [listener(name, ports[name], [{"match": {"prefix": "/"},
+                                                           "route": {"cluster": "upstream", "timeout": "600s"}}],
+                                       filters=[wasm_filter])],
+                "clusters": [cluster("upstream", ports["up"])]}},
+            PROXY_CPU)
+
+    floor = floor_envoy("floor", 0)
+    # The floor plus 10 hostcalls per request: prices one hostcall.
+    hostcalls = floor_envoy("hc", HOSTCALLS)
 
     # Tollgate: the rendered gateway, with a budget so reservations run.
     config = WORK / "gateway.yaml"
@@ -329,14 +339,15 @@ user_access:
         bodies[label] = WORK / f"body-{size}.json"
         bodies[label].write_text(body(size))
     arms = {"direct": Arm(ports["up"], bodies=bodies), "envoy": Arm(ports["plain"], bodies=bodies),
-            "floor": Arm(ports["floor"], bodies=bodies), "tollgate": Arm(ports["tg"], bodies=bodies)}
-    procs = {"envoy": plain, "floor": floor, "tollgate": tg}
+            "floor": Arm(ports["floor"], bodies=bodies), "hostcalls": Arm(ports["hc"], bodies=bodies),
+            "tollgate": Arm(ports["tg"], bodies=bodies)}
+    procs = {"envoy": plain, "floor": floor, "hostcalls": hostcalls, "tollgate": tg}
     if PEERS:
         start_peers(ports["up"], bodies, arms, procs)
     stream_body = WORK / "stream.json"
     stream_body.write_text(body(1024, model="gpt-4o", stream=True))
 
-    results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": []} for arm in arms} for label, _ in SIZES}
+    results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": [], "sat_us": []} for arm in arms} for label, _ in SIZES}
     stream_arms = {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"]}
     streaming = {arm: {"ttft": [], "gap": []} for arm in stream_arms}
     for r in range(ROUNDS):
@@ -347,7 +358,11 @@ user_access:
                 one = load(where, label)
                 res["p50"].append(one["p50_us"])
                 res["p99"].append(one["p99_us"])
-                res["max_rps"].append(load(where, label, connections=16)["rps"])
+                before = cpu_ns(procs[arm].pid) if arm in procs else 0
+                saturated = load(where, label, connections=16)
+                res["max_rps"].append(saturated["rps"])
+                if arm in procs:
+                    res["sat_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / saturated["requests"])
                 if arm in procs:
                     before = cpu_ns(procs[arm].pid)
                     fixed = load(where, label, connections=4, rate=RATE)
@@ -386,11 +401,22 @@ user_access:
             lines.append(f"| {label} | {arm} | {p50:.0f} | {p99:.0f} | {col_envoy} | {col_direct} | {col_cpu} | "
                          f"{med(res['max_rps']):.0f} |")
     cpu = {label: {arm: med(results[label][arm]["cpu_us"]) for arm in procs} for label, _ in SIZES}
+    sat = {label: {arm: med(results[label][arm]["sat_us"]) for arm in procs} for label, _ in SIZES}
     cpu_added = {label: cpu[label]["tollgate"] - cpu[label]["envoy"] for label, _ in SIZES}
-    lines += ["", f"| body | extra CPU µs/req at {RATE} rps: floor over Envoy | Tollgate over Envoy | Tollgate over floor |",
-              "|---|---|---|---|"]
-    lines += [f"| {label} | {cpu[label]['floor'] - cpu[label]['envoy']:+.1f} | {cpu_added[label]:+.1f} | "
-              f"{cpu[label]['tollgate'] - cpu[label]['floor']:+.1f} |" for label, _ in SIZES]
+    sat_added = {label: sat[label]["tollgate"] - sat[label]["envoy"] for label, _ in SIZES}
+    for label, _ in SIZES:
+        for arm in procs:
+            summary[f"{label} {arm}"]["cpu_us_per_req_saturated"] = sat[label][arm]
+    # Where Tollgate's extra CPU goes: the runtime (floor over Envoy), and
+    # the price of one hostcall (the hostcalls arm over the floor, per call).
+    lines += ["", "Extra proxy CPU per request, µs, at a fixed rate and on a saturated core:", "",
+              f"| body | load | floor over Envoy | one hostcall | Tollgate over floor | Tollgate over Envoy |",
+              "|---|---|---|---|---|---|"]
+    for label, _ in SIZES:
+        for what, table in ((f"{RATE} rps", cpu), ("saturated", sat)):
+            t = table[label]
+            lines.append(f"| {label} | {what} | {t['floor'] - t['envoy']:+.1f} | {(t['hostcalls'] - t['floor']) / HOSTCALLS:.1f} | "
+                         f"{t['tollgate'] - t['floor']:+.1f} | {t['tollgate'] - t['envoy']:+.1f} |")
     lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy | gap p50 µs | added per chunk vs Envoy |",
               "|---|---|---|---|---|"]
     envoy_ttft, envoy_gap = med(streaming["envoy"]["ttft"]), med(streaming["envoy"]["gap"])
@@ -404,7 +430,7 @@ user_access:
     if soak:
         lines += ["", f"Soak, {SOAK} s at 500 rps through Tollgate, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]
     print("\n".join(lines))
-    summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added,
+    summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added, "extra_cpu_us_saturated": sat_added,
                     "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE})
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
 
