@@ -18,6 +18,7 @@
 //! | [`sse`] | server-sent events, parsed across chunk boundaries |
 //! | [`streaming`] | usage and content counted in streamed responses |
 //! | [`providers`] | what each provider expects upstream |
+//! | [`anthropic`] | OpenAI chat completions to and from Anthropic Messages |
 //! | [`upstream`] | api_base URLs and cluster names |
 //! | [`admission`] | the request path, step by step |
 //! | [`errors`] | OpenAI-shaped errors |
@@ -33,6 +34,7 @@
 pub mod access;
 pub mod accounting;
 pub mod admission;
+pub mod anthropic;
 pub mod auth;
 pub mod budget;
 pub mod config;
