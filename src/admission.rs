@@ -5,11 +5,12 @@
 //! Nothing here calls the host; `filter` applies the decisions.
 
 use crate::access;
+use crate::anthropic;
 use crate::auth;
 use crate::config::Gateway;
 use crate::errors::ApiError;
 use crate::json_scan::{self, Kind, ScanError, TopKey};
-use crate::providers::{CLIENT_ACCOUNT_HEADERS, CLIENT_CREDENTIAL_HEADERS};
+use crate::providers::{Api, CLIENT_ACCOUNT_HEADERS, CLIENT_CREDENTIAL_HEADERS};
 use crate::request::{self, Endpoint, Route};
 use crate::routing;
 
@@ -23,7 +24,11 @@ pub struct Head<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub authorization: Option<&'a str>,
+    /// `x-api-key`: Anthropic's SDKs may send the key there.
+    pub api_key: Option<&'a str>,
     pub content_length: Option<&'a str>,
+    /// Whether the client sent `anthropic-version`.
+    pub anthropic_version: bool,
 }
 
 #[derive(Debug, PartialEq)]
@@ -44,6 +49,8 @@ pub enum HeadDecision {
 pub struct Pending {
     pub team: usize,
     pub endpoint: Endpoint,
+    /// Whether the client sent `anthropic-version` (kept on `/v1/messages`).
+    pub anthropic_version: bool,
 }
 
 pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
@@ -72,10 +79,16 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
             HeadDecision::Answer { team, body }
         }
         Route::Inference(endpoint) => {
+            // Anthropic's SDKs get errors in Anthropic's shape.
+            let deny = |team, error: ApiError| HeadDecision::Deny { team, error: error.for_endpoint(endpoint) };
             if head.method != "POST" {
                 return deny(None, ApiError::method_not_allowed(head.method, head.path, "POST"));
             }
-            let team = match auth::authenticate(gw, head.authorization) {
+            let authenticated = match (endpoint, head.authorization, head.api_key) {
+                (Endpoint::Messages, None, Some(key)) => auth::authenticate_key(gw, key),
+                _ => auth::authenticate(gw, head.authorization),
+            };
+            let team = match authenticated {
                 Ok(t) => t,
                 Err(e) => return deny(None, e),
             };
@@ -90,7 +103,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                     Err(_) => return deny(Some(team), ApiError::bad_request("The Content-Length header is not a number.")),
                 }
             }
-            HeadDecision::ReadBody(Pending { team, endpoint })
+            HeadDecision::ReadBody(Pending { team, endpoint, anthropic_version: head.anthropic_version })
         }
     }
 }
@@ -108,6 +121,19 @@ pub struct Forward {
     pub estimate: Estimate,
     /// Set for a streaming request (`"stream": true`).
     pub stream: Option<StreamPlan>,
+    /// The API the response comes back in.
+    pub wire: Wire,
+}
+
+/// What the provider answers in, and so how the response is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI's API (OpenAI, Azure, and compatible servers): passed through.
+    OpenAI,
+    /// Anthropic Messages, translated back into OpenAI's API for the client.
+    AnthropicTranslated,
+    /// Anthropic Messages, passed through to an Anthropic client.
+    Anthropic,
 }
 
 /// A streaming request. The gateway always asks the provider for usage
@@ -144,16 +170,18 @@ fn splice(body: &[u8], mut edits: Vec<Edit>) -> Option<BodyEdit> {
 
 /// For `"stream": true`, makes sure the provider sends usage, and records
 /// whether the client asked for it.
+fn is_streaming(body: &[u8], top: &json_scan::TopLevel) -> bool {
+    top.get(TopKey::Stream)
+        .is_some_and(|s| s.kind == Kind::Bool && body.get(s.start..s.end) == Some(b"true".as_slice()))
+}
+
 fn stream_plan(
     body: &[u8],
     top: &json_scan::TopLevel,
     endpoint: Endpoint,
     edits: &mut Vec<Edit>,
 ) -> Result<Option<StreamPlan>, ApiError> {
-    let streaming = top
-        .get(TopKey::Stream)
-        .is_some_and(|s| s.kind == Kind::Bool && body.get(s.start..s.end) == Some(b"true".as_slice()));
-    if !streaming || endpoint == Endpoint::Embeddings {
+    if !is_streaming(body, top) || endpoint == Endpoint::Embeddings {
         return Ok(None);
     }
     const INCLUDE_USAGE: &[u8] = br#"{"include_usage":true}"#;
@@ -219,7 +247,7 @@ fn estimate(body: &[u8], top: &json_scan::TopLevel, endpoint: Endpoint) -> Estim
     let input_tokens = (body.len() as u64).div_ceil(4);
     let output_tokens = match endpoint {
         Endpoint::Embeddings => 0,
-        Endpoint::ChatCompletions | Endpoint::Completions => {
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Messages => {
             let per_choice = number(TopKey::MaxCompletionTokens)
                 .or_else(|| number(TopKey::MaxTokens))
                 .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
@@ -239,6 +267,10 @@ pub struct BodyEdit {
 /// Decides where a complete request body goes. `n` counts the requests this
 /// worker has routed, for taking deployments in turn.
 pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forward, ApiError> {
+    decide(gw, pending, body, n).map_err(|e| e.for_endpoint(pending.endpoint))
+}
+
+fn decide(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forward, ApiError> {
     let top = json_scan::scan(body).map_err(scan_error)?;
     let span = top
         .get(TopKey::Model)
@@ -270,19 +302,41 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
         ApiError::bad_param(
             "model",
             format!(
-                "The model \"{name}\" is served by {}, which has no {} endpoint.",
+                "The model \"{name}\" is served by {}, which has no /v1{} endpoint.",
                 dep.provider.name(),
                 pending.endpoint.suffix()
             ),
         )
     })?;
 
-    let mut edits: Vec<Edit> = Vec::new();
-    if name != dep.upstream_model {
-        edits.push(Edit { start: span.start, end: span.end, with: dep.upstream_model_json.as_bytes().to_vec() });
-    }
-    let stream = stream_plan(body, &top, pending.endpoint, &mut edits)?;
-    let body_edit = splice(body, edits);
+    let wire = match (dep.provider.api(), pending.endpoint) {
+        (Api::Anthropic, Endpoint::Messages) => Wire::Anthropic,
+        (Api::Anthropic, _) => Wire::AnthropicTranslated,
+        _ => Wire::OpenAI,
+    };
+    let (body_edit, stream) = match wire {
+        Wire::AnthropicTranslated => {
+            let translated = anthropic::request_to_messages(body, &dep.upstream_model).map_err(|e| match e.param {
+                Some(param) => ApiError::bad_param(param, e.message),
+                None => ApiError::bad_request(e.message),
+            })?;
+            let stream = translated.stream.then_some(StreamPlan { client_asked_usage: translated.include_usage });
+            (Some(BodyEdit { replace: body.len(), prefix: translated.body }), stream)
+        }
+        Wire::OpenAI | Wire::Anthropic => {
+            let mut edits: Vec<Edit> = Vec::new();
+            if name != dep.upstream_model {
+                edits.push(Edit { start: span.start, end: span.end, with: dep.upstream_model_json.as_bytes().to_vec() });
+            }
+            let stream = if wire == Wire::Anthropic {
+                // Anthropic streams always carry usage.
+                is_streaming(body, &top).then_some(StreamPlan { client_asked_usage: true })
+            } else {
+                stream_plan(body, &top, pending.endpoint, &mut edits)?
+            };
+            (splice(body, edits), stream)
+        }
+    };
     let body_len = match &body_edit {
         Some(edit) => body.len().saturating_sub(edit.replace).saturating_add(edit.prefix.len()),
         None => body.len(),
@@ -296,7 +350,7 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
         ("content-length", Some(body_len.to_string())),
     ];
     for name in CLIENT_CREDENTIAL_HEADERS {
-        match dep.auth_headers.iter().find(|(h, _)| h == name) {
+        match dep.auth_headers.iter().find(|(h, _)| *h == name) {
             Some((_, value)) => headers.push((name, Some(value.clone()))),
             None => headers.push((name, None)),
         }
@@ -304,8 +358,16 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
     for name in CLIENT_ACCOUNT_HEADERS {
         headers.push((name, None));
     }
+    match wire {
+        Wire::AnthropicTranslated => headers.push(("anthropic-version", Some(anthropic::API_VERSION.to_string()))),
+        // An Anthropic client's own version is kept: it chose the API it reads.
+        Wire::Anthropic if !pending.anthropic_version => {
+            headers.push(("anthropic-version", Some(anthropic::API_VERSION.to_string())));
+        }
+        Wire::Anthropic | Wire::OpenAI => {}
+    }
     let estimate = estimate(body, &top, pending.endpoint);
-    Ok(Forward { model, deployment, headers, body_edit, estimate, stream })
+    Ok(Forward { model, deployment, headers, body_edit, estimate, stream, wire })
 }
 
 fn scan_error(e: ScanError) -> ApiError {

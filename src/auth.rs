@@ -51,6 +51,16 @@ pub fn authenticate(gw: &Gateway, authorization: Option<&str>) -> Result<usize, 
     })
 }
 
+/// Authenticates a key sent bare, as Anthropic's SDKs send `x-api-key`.
+pub fn authenticate_key(gw: &Gateway, key: &str) -> Result<usize, ApiError> {
+    team_for_key(gw, key.trim()).ok_or_else(|| {
+        ApiError::unauthenticated(format!(
+            "Incorrect API key provided: {}. Use the key your platform team issued to your team.",
+            mask(key)
+        ))
+    })
+}
+
 /// A key shown in an error: enough to recognise it, not enough to use it.
 pub fn mask(key: &str) -> String {
     let chars: Vec<char> = key.chars().collect();

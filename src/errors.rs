@@ -39,6 +39,18 @@ pub struct ApiError {
     pub param: Option<&'static str>,
     pub code: Option<&'static str>,
     pub reason: DenyReason,
+    /// Whose error shape the body takes.
+    pub shape: Shape,
+}
+
+/// The error shape a client reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// `{"error": {"message", "type", "param", "code"}}`
+    #[default]
+    OpenAI,
+    /// `{"type": "error", "error": {"type", "message"}}`, for `/v1/messages`.
+    Anthropic,
 }
 
 #[derive(Serialize)]
@@ -57,7 +69,16 @@ struct Body<'a> {
 
 impl ApiError {
     fn new(status: u16, reason: DenyReason, message: String) -> Self {
-        Self { status, message, kind: "invalid_request_error", param: None, code: None, reason }
+        Self { status, message, kind: "invalid_request_error", param: None, code: None, reason, shape: Shape::OpenAI }
+    }
+
+    /// The shape the clients of `endpoint` read.
+    pub fn for_endpoint(self, endpoint: crate::request::Endpoint) -> Self {
+        let shape = match endpoint {
+            crate::request::Endpoint::Messages => Shape::Anthropic,
+            _ => Shape::OpenAI,
+        };
+        Self { shape, ..self }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -144,6 +165,11 @@ impl ApiError {
     }
 
     /// 500: the gateway itself failed (a hostcall refused, say).
+    /// A provider's answer the gateway could not use.
+    pub fn bad_gateway(message: &str) -> Self {
+        Self { kind: "api_error", ..Self::new(502, DenyReason::Internal, format!("Gateway error: {message}.")) }
+    }
+
     pub fn internal(message: &str) -> Self {
         Self { kind: "api_error", ..Self::new(500, DenyReason::Internal, format!("Gateway error: {message}.")) }
     }
@@ -155,18 +181,55 @@ impl ApiError {
             ..Self::new(
                 404,
                 DenyReason::BadRequest,
-                "Unknown path. This gateway serves POST /v1/chat/completions, /v1/completions and /v1/embeddings, and GET /v1/models.".to_string(),
+                "Unknown path. This gateway serves POST /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/messages, and GET /v1/models.".to_string(),
             )
         }
     }
 
     /// The JSON body.
     pub fn body(&self) -> String {
+        if self.shape == Shape::Anthropic {
+            return self.anthropic_body();
+        }
         let envelope = Envelope {
             error: Body { message: &self.message, kind: self.kind, param: self.param, code: self.code },
         };
         serde_json::to_string(&envelope).unwrap_or_else(|_| {
             String::from(r#"{"error":{"message":"internal error","type":"api_error","param":null,"code":null}}"#)
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct AnthropicEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicBody<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// Anthropic's error shape; its error types go by status.
+    fn anthropic_body(&self) -> String {
+        let kind = match self.status {
+            400 | 405 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 | 503 => "overloaded_error",
+            _ => "api_error",
+        };
+        let envelope = AnthropicEnvelope { kind: "error", error: AnthropicBody { kind, message: &self.message } };
+        serde_json::to_string(&envelope).unwrap_or_else(|_| {
+            String::from(r#"{"type":"error","error":{"type":"api_error","message":"internal error"}}"#)
         })
     }
 }
@@ -187,6 +250,19 @@ mod tests {
 
         let v: serde_json::Value = serde_json::from_str(&ApiError::bad_request("x").body()).unwrap();
         assert!(v["error"]["code"].is_null() && v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn anthropic_shape_for_messages() {
+        let e = ApiError::unauthenticated("bad key").for_endpoint(crate::request::Endpoint::Messages);
+        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["message"], "bad key");
+        let e = ApiError::unauthenticated("bad key").for_endpoint(crate::request::Endpoint::ChatCompletions);
+        let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert!(v.get("type").is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | [`metrics`] | metric names and their Prometheus labels |
 //! | [`sse`] | server-sent events, parsed across chunk boundaries |
 //! | [`streaming`] | usage and content counted in streamed responses |
+//! | [`response`] | how a response is read: copied, metered or translated |
 //! | [`providers`] | what each provider expects upstream |
 //! | [`anthropic`] | OpenAI chat completions to and from Anthropic Messages |
 //! | [`upstream`] | api_base URLs and cluster names |
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod pricing;
 pub mod providers;
 pub mod request;
+pub mod response;
 pub mod routing;
 pub mod sse;
 pub mod streaming;

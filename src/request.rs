@@ -6,11 +6,13 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API, passed through to Anthropic deployments.
+    Messages,
 }
 
 impl Endpoint {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Endpoint; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
+    pub const COUNT: usize = 4;
+    pub const ALL: [Endpoint; 4] = [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Messages];
 
     /// The path under an OpenAI-style base (`/v1`).
     pub fn suffix(self) -> &'static str {
@@ -18,6 +20,7 @@ impl Endpoint {
             Self::ChatCompletions => "/chat/completions",
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
+            Self::Messages => "/messages",
         }
     }
 }
@@ -42,6 +45,7 @@ pub fn classify(path: &str) -> Route<'_> {
         "/chat/completions" => Route::Inference(Endpoint::ChatCompletions),
         "/completions" => Route::Inference(Endpoint::Completions),
         "/embeddings" => Route::Inference(Endpoint::Embeddings),
+        "/messages" => Route::Inference(Endpoint::Messages),
         "/models" | "/models/" => Route::ListModels,
         _ => match path.strip_prefix("/models/") {
             Some(model) if !model.is_empty() => Route::RetrieveModel(model),
@@ -60,6 +64,7 @@ mod tests {
         assert_eq!(classify("/chat/completions"), Route::Inference(Endpoint::ChatCompletions));
         assert_eq!(classify("/v1/completions?x=1"), Route::Inference(Endpoint::Completions));
         assert_eq!(classify("/embeddings"), Route::Inference(Endpoint::Embeddings));
+        assert_eq!(classify("/v1/messages"), Route::Inference(Endpoint::Messages));
         assert_eq!(classify("/v1/models"), Route::ListModels);
         assert_eq!(classify("/models"), Route::ListModels);
         assert_eq!(classify("/v1/models/gpt-4.1-mini"), Route::RetrieveModel("gpt-4.1-mini"));

@@ -28,6 +28,7 @@ pub struct Wire {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,8 +51,9 @@ pub fn from_object(bytes: &[u8]) -> Option<Usage> {
 pub fn from_wire(wire: Wire) -> Option<Usage> {
     if let Some(input) = wire.input_tokens {
         // Anthropic: input_tokens already excludes cache reads.
+        // Anthropic's cache writes are billed as input (see the README's limits).
         return Some(Usage {
-            input,
+            input: input.saturating_add(wire.cache_creation_input_tokens.unwrap_or(0)),
             cached_input: wire.cache_read_input_tokens.unwrap_or(0),
             output: wire.output_tokens.unwrap_or(0),
         });
@@ -92,6 +94,8 @@ mod tests {
     fn anthropic_shape() {
         let body = br#"{"type":"message","usage":{"input_tokens":12,"cache_read_input_tokens":40,"cache_creation_input_tokens":0,"output_tokens":7}}"#;
         assert_eq!(from_response(body), Some(Usage { input: 12, cached_input: 40, output: 7 }));
+        let body = br#"{"type":"message","usage":{"input_tokens":12,"cache_read_input_tokens":40,"cache_creation_input_tokens":5,"output_tokens":7}}"#;
+        assert_eq!(from_response(body), Some(Usage { input: 17, cached_input: 40, output: 7 }));
     }
 
     #[test]

@@ -11,7 +11,13 @@ use serde_json::json;
 fn assert_forwarded(req: &common::upstream::Recorded, path: &str, upstream_model: &str) {
     assert_eq!(req.method, "POST");
     assert_eq!(req.path, path);
-    assert_eq!(req.header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+    if path.ends_with("/v1/messages") {
+        // Anthropic's API: the key in x-api-key, no bearer token.
+        assert_eq!(req.header("x-api-key"), Some(PROVIDER_KEY));
+        assert_eq!(req.header("authorization"), None);
+    } else {
+        assert_eq!(req.header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+    }
     assert_eq!(req.json()["model"], upstream_model);
     // The team's key never reaches the provider, in any header or the body.
     for (name, value) in &req.headers {
@@ -79,8 +85,8 @@ fn every_endpoint_with_and_without_v1() {
         ("/v1/chat/completions", "gpt-4.1-mini", "/custom/prefix/v1/chat/completions", "gpt-4.1-mini"),
         // The client's query string is not passed on: the gateway owns the upstream URL.
         ("/v1/chat/completions?model=gpt-4o&trace=1", "gpt-4.1-mini", "/custom/prefix/v1/chat/completions", "gpt-4.1-mini"),
-        // Anthropic, through its OpenAI-compatible chat endpoint.
-        ("/v1/chat/completions", "claude-3-5-haiku", "/v1/chat/completions", "claude-3-5-haiku-latest"),
+        // Anthropic: translated to its Messages API.
+        ("/v1/chat/completions", "claude-3-5-haiku", "/v1/messages", "claude-3-5-haiku-latest"),
     ];
     for (i, (path, model, upstream_path, upstream_model)) in cases.iter().enumerate() {
         let body = json!({"model": model, "prompt": "hi", "input": "hi", "messages": [{"role": "user", "content": "hi"}]});

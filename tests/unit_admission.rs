@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
-use tollgate::admission::{on_body, on_head, BodyEdit, Forward, Head, HeadDecision, Pending};
+use tollgate::admission::{on_body, on_head, BodyEdit, Forward, Head, HeadDecision, Pending, Wire};
 use tollgate::config::{compile, parse_yaml, Gateway};
 use tollgate::errors::{ApiError, DenyReason};
 use tollgate::request::Endpoint;
@@ -103,7 +103,7 @@ fn bearer(key: &str) -> String {
 }
 
 fn head<'a>(method: &'a str, path: &'a str, authorization: Option<&'a str>) -> Head<'a> {
-    Head { method, path, authorization, content_length: None }
+    Head { method, path, authorization, content_length: None, ..Head::default() }
 }
 
 fn denied(d: HeadDecision) -> (Option<usize>, ApiError) {
@@ -121,7 +121,7 @@ fn answered(d: HeadDecision) -> (usize, Value) {
 }
 
 fn pending(team: usize, endpoint: Endpoint) -> Pending {
-    Pending { team, endpoint }
+    Pending { team, endpoint, anthropic_version: false }
 }
 
 /// The body as it goes upstream.
@@ -307,7 +307,7 @@ fn content_length_is_checked_after_the_key() {
     assert_eq!(gw.max_body_bytes, 1_048_576);
     let alpha = bearer(ALPHA_KEY);
     let with_length = |len: &'static str, auth: &str| {
-        let h = Head { method: "POST", path: CHAT, authorization: Some(auth), content_length: Some(len) };
+        let h = Head { method: "POST", path: CHAT, authorization: Some(auth), content_length: Some(len), ..Head::default() };
         on_head(&gw, &h)
     };
 
@@ -339,7 +339,7 @@ fn default_size_cap_is_16_mib() {
     let yaml = config().replace("general_settings:\n  max_request_size_mb: 1\n", "");
     let gw = gateway_from(&yaml, &env());
     let alpha = bearer(ALPHA_KEY);
-    let h = |len| Head { method: "POST", path: CHAT, authorization: Some(&alpha), content_length: Some(len) };
+    let h = |len| Head { method: "POST", path: CHAT, authorization: Some(&alpha), content_length: Some(len), ..Head::default() };
     assert_eq!(denied(on_head(&gw, &h("16777217"))).1.status, 413);
     assert!(matches!(on_head(&gw, &h("16777216")), HeadDecision::ReadBody(_)));
 }
@@ -354,15 +354,16 @@ fn valid_requests_read_the_body_and_keep_the_query() {
         path: "/v1/chat/completions?api-version=2024-10-21&x=1",
         authorization: Some(&alpha),
         content_length: Some("120"),
+        ..Head::default()
     };
     assert_eq!(
         on_head(&gw, &h),
-        HeadDecision::ReadBody(Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions })
+        HeadDecision::ReadBody(Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false })
     );
     assert_eq!(on_head(&gw, &head("POST", "/embeddings", Some(&beta))), HeadDecision::ReadBody(pending(BETA, Endpoint::Embeddings)));
     assert_eq!(
         on_head(&gw, &head("POST", "/v1/completions?", Some(&beta))),
-        HeadDecision::ReadBody(Pending { team: BETA, endpoint: Endpoint::Completions })
+        HeadDecision::ReadBody(Pending { team: BETA, endpoint: Endpoint::Completions, anthropic_version: false })
     );
 }
 
@@ -465,7 +466,7 @@ fn no_edit_when_the_upstream_name_is_the_public_name() {
 #[test]
 fn headers_for_a_keyed_deployment() {
     let gw = gateway();
-    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions };
+    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false };
     let body = br#"{"model":"gpt-4o-mini"}"#;
     let fwd = on_body(&gw, &p, body, 0).unwrap();
     let len = apply(body, &fwd.body_edit).len();
@@ -489,14 +490,72 @@ fn headers_for_a_keyed_deployment() {
     assert_eq!(header(&fwd, ":authority"), Some("api.openai.com"));
     assert_eq!(header(&fwd, "x-tollgate-cluster"), Some("tollgate|https|api.openai.com|443"));
 
-    // Anthropic, through its OpenAI-compatible endpoint.
-    let fwd = on_body(&gw, &pending(ALPHA, Endpoint::ChatCompletions), br#"{"model":"claude"}"#, 0).unwrap();
-    assert_eq!(header(&fwd, ":path"), Some("/v1/chat/completions"));
+    // Anthropic: chat is translated to its Messages API, with its key header.
+    let chat = br#"{"model":"claude","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]}"#;
+    let fwd = on_body(&gw, &pending(ALPHA, Endpoint::ChatCompletions), chat, 0).unwrap();
+    assert_eq!(fwd.wire, Wire::AnthropicTranslated);
+    assert_eq!(header(&fwd, ":path"), Some("/v1/messages"));
     assert_eq!(header(&fwd, ":authority"), Some("api.anthropic.com"));
     assert_eq!(header(&fwd, "x-tollgate-cluster"), Some("tollgate|https|api.anthropic.com|443"));
-    assert_eq!(header(&fwd, "authorization"), Some(format!("Bearer {ANTHROPIC_SECRET}").as_str()));
-    assert_eq!(header(&fwd, "x-api-key"), None);
-    assert_eq!(apply(br#"{"model":"claude"}"#, &fwd.body_edit), br#"{"model":"claude-3-5-haiku-20241022"}"#);
+    assert_eq!(header(&fwd, "x-api-key"), Some(ANTHROPIC_SECRET));
+    assert_eq!(header(&fwd, "anthropic-version"), Some("2023-06-01"));
+    assert_eq!(header(&fwd, "authorization"), None);
+    let sent: Value = serde_json::from_slice(&apply(chat, &fwd.body_edit)).unwrap();
+    assert_eq!(sent["model"], "claude-3-5-haiku-20241022");
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 4096);
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]));
+    let len = apply(chat, &fwd.body_edit).len().to_string();
+    assert_eq!(header(&fwd, "content-length"), Some(len.as_str()));
+
+    // Anthropic's own API passes through; the client's anthropic-version is kept.
+    let msg = br#"{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let p = Pending { team: ALPHA, endpoint: Endpoint::Messages, anthropic_version: true };
+    let fwd = on_body(&gw, &p, msg, 0).unwrap();
+    assert_eq!(fwd.wire, Wire::Anthropic);
+    assert_eq!(header(&fwd, ":path"), Some("/v1/messages"));
+    assert!(fwd.headers.iter().all(|(h, _)| *h != "anthropic-version"), "not touched: {:?}", fwd.headers);
+    assert_eq!(
+        apply(msg, &fwd.body_edit),
+        br#"{"model":"claude-3-5-haiku-20241022","max_tokens":10,"messages":[{"role":"user","content":"Hi"}]}"#
+    );
+    assert_eq!(fwd.estimate.output_tokens, 10);
+    let p = Pending { anthropic_version: false, ..p };
+    assert_eq!(header(&on_body(&gw, &p, msg, 0).unwrap(), "anthropic-version"), Some("2023-06-01"));
+
+    // An OpenAI deployment has no Messages API; the error is Anthropic-shaped.
+    let e = on_body(&gw, &p, br#"{"model":"gpt-4o","max_tokens":1,"messages":[]}"#, 0).unwrap_err();
+    assert_eq!(e.status, 400);
+    let v: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["message"], "The model \"gpt-4o\" is served by openai, which has no /v1/messages endpoint.");
+}
+
+#[test]
+fn messages_takes_the_key_as_x_api_key_or_bearer() {
+    let gw = gateway();
+    let alpha = bearer(ALPHA_KEY);
+    let h = |authorization, api_key| Head {
+        method: "POST",
+        path: "/v1/messages",
+        authorization,
+        api_key,
+        anthropic_version: true,
+        ..Head::default()
+    };
+    let read = |d| match d {
+        HeadDecision::ReadBody(p) => p,
+        other => panic!("expected to read the body, got {other:?}"),
+    };
+    let p = read(on_head(&gw, &h(None, Some(ALPHA_KEY))));
+    assert_eq!((p.team, p.endpoint, p.anthropic_version), (ALPHA, Endpoint::Messages, true));
+    assert_eq!(read(on_head(&gw, &h(Some(&alpha), None))).team, ALPHA);
+    let (team, e) = denied(on_head(&gw, &h(None, Some("wrong-key-0000000000"))));
+    assert_eq!((team, e.status), (None, 401));
+    assert!(e.body().starts_with(r#"{"type":"error","error":{"type":"authentication_error""#), "{}", e.body());
+    // x-api-key is only read on /v1/messages.
+    let chat = Head { path: CHAT, ..h(None, Some(ALPHA_KEY)) };
+    assert_eq!(denied(on_head(&gw, &chat)).1.status, 401);
 }
 
 #[test]
@@ -612,7 +671,7 @@ fn anthropic_has_no_embeddings_or_completions() {
         assert_bad_request(
             &e,
             Some("model"),
-            &format!("The model \"claude\" is served by anthropic, which has no {suffix} endpoint."),
+            &format!("The model \"claude\" is served by anthropic, which has no /v1{suffix} endpoint."),
         );
     }
 }
@@ -622,7 +681,7 @@ fn round_robin_over_two_deployments() {
     let gw = gateway();
     assert_eq!(gw.models[4].deployments, vec![4, 5]);
     let body = br#"{"model":"rr","messages":[]}"#;
-    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions };
+    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false };
     let a = |fwd: &Forward| {
         assert_eq!(fwd.deployment, 4);
         assert_eq!(header(fwd, ":path"), Some("/v1/chat/completions"));

@@ -253,8 +253,11 @@ fn malformed_env_reference() {
 
 #[test]
 fn unknown_provider_and_missing_prefix() {
-    let err = compile_error(&edit(BASE, "model: openai/gpt-4o\n", "model: azure/gpt-4o\n"), &base_env());
-    assert_eq!(err, r#"model_list[0].litellm_params.model: unknown provider "azure"; supported: openai, anthropic"#);
+    let err = compile_error(&edit(BASE, "model: openai/gpt-4o\n", "model: bedrock/gpt-4o\n"), &base_env());
+    assert_eq!(
+        err,
+        r#"model_list[0].litellm_params.model: unknown provider "bedrock"; supported: openai, anthropic, azure, groq, mistral, deepseek, together_ai, fireworks_ai, xai, openrouter, perplexity, gemini, cohere, ollama, hosted_vllm"#
+    );
 
     let err = compile_error(&edit(BASE, "model: openai/gpt-4o\n", "model: gpt-4o\n"), &base_env());
     assert_eq!(err, r#"model_list[0].litellm_params.model: "gpt-4o" must be provider/model, e.g. openai/gpt-4o"#);
@@ -407,7 +410,7 @@ fn openai_default_base() {
     assert_eq!(d.path(Endpoint::Embeddings), Some("/v1/embeddings"));
     assert_eq!(d.authority, "api.openai.com");
     assert_eq!(d.cluster, "tollgate|https|api.openai.com|443");
-    assert_eq!(d.auth_headers, vec![("authorization".to_string(), format!("Bearer {OPENAI_SECRET}"))]);
+    assert_eq!(d.auth_headers, vec![("authorization", format!("Bearer {OPENAI_SECRET}"))]);
 }
 
 #[test]
@@ -416,12 +419,13 @@ fn anthropic_default_base() {
     let d = &c.gateway.deployments[1];
     assert_eq!(d.provider.name(), "anthropic");
     assert_eq!((d.url.tls, d.url.host.as_str(), d.url.port, d.url.base_path.as_str()), (true, "api.anthropic.com", 443, ""));
-    assert_eq!(d.path(Endpoint::ChatCompletions), Some("/v1/chat/completions"));
+    assert_eq!(d.path(Endpoint::ChatCompletions), Some("/v1/messages"));
+    assert_eq!(d.path(Endpoint::Messages), Some("/v1/messages"));
     assert_eq!(d.path(Endpoint::Completions), None);
     assert_eq!(d.path(Endpoint::Embeddings), None);
     assert_eq!(d.authority, "api.anthropic.com");
     assert_eq!(d.cluster, "tollgate|https|api.anthropic.com|443");
-    assert_eq!(d.auth_headers, vec![("authorization".to_string(), format!("Bearer {ANTHROPIC_SECRET}"))]);
+    assert_eq!(d.auth_headers, vec![("x-api-key", ANTHROPIC_SECRET.to_string())]);
 }
 
 #[test]
@@ -508,7 +512,7 @@ fn warnings() {
             r#"user_access[2]: team "team-c" has no api_keys, so no caller can authenticate as it"#,
         ]
     );
-    assert_eq!(c.gateway.deployments[1].auth_headers, vec![("authorization".to_string(), "Bearer sk-literal-provider-key".to_string())]);
+    assert_eq!(c.gateway.deployments[1].auth_headers, vec![("x-api-key", "sk-literal-provider-key".to_string())]);
 
     // A default base without a key.
     let yaml = edit(BASE, "      api_key: os.environ/ANTHROPIC_API_KEY\n", "");
@@ -950,4 +954,33 @@ fn warnings_for_settings_that_do_nothing() {
     let no_teams = BASE.split("user_access:").next().unwrap().to_string();
     let c = compiled(&no_teams, &base_env());
     assert!(c.warnings.iter().any(|w| w.starts_with("user_access is empty")), "{:#?}", c.warnings);
+}
+
+#[test]
+fn azure_needs_a_base_and_takes_an_api_version() {
+    let yaml = |params: &str| {
+        format!("model_list:\n  - model_name: m\n    litellm_params: {{{params}}}\nuser_access:\n  - user_id: t\n    models: [m]\n    api_keys: [\"sha256:{}\"]\n", "a".repeat(64))
+    };
+    let env = base_env();
+    let ok = compiled(&yaml("model: azure/my-dep, api_base: \"https://res.openai.azure.com\", api_version: \"2024-06-01\", api_key: os.environ/OPENAI_API_KEY"), &env);
+    let d = &ok.gateway.deployments[0];
+    assert_eq!(d.path(Endpoint::ChatCompletions), Some("/openai/deployments/my-dep/chat/completions?api-version=2024-06-01"));
+    assert_eq!(d.path(Endpoint::Messages), None);
+    assert_eq!(d.auth_headers, vec![("api-key", OPENAI_SECRET.to_string())]);
+    assert!(ok.warnings.iter().all(|w| !w.contains("api_version")), "{:?}", ok.warnings);
+
+    let errors = compile_errors(&yaml("model: azure/my-dep, api_key: os.environ/OPENAI_API_KEY"), &env);
+    assert!(
+        errors.iter().any(|e| e.starts_with("model_list[0].litellm_params.api_base: azure deployments have no default api_base")),
+        "{errors:?}"
+    );
+    let errors = compile_errors(&yaml("model: hosted_vllm/llama"), &env);
+    assert!(errors.iter().any(|e| e.contains("hosted_vllm deployments have no default api_base")), "{errors:?}");
+
+    // Named OpenAI-compatible providers come with their bases.
+    let groq = compiled(&yaml("model: groq/llama-3.1-8b-instant, api_key: os.environ/OPENAI_API_KEY"), &env);
+    let d = &groq.gateway.deployments[0];
+    assert_eq!(d.url.host, "api.groq.com");
+    assert_eq!(d.path(Endpoint::ChatCompletions), Some("/openai/v1/chat/completions"));
+    assert_eq!(d.path(Endpoint::Embeddings), None);
 }

@@ -266,7 +266,17 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
         return None;
     }
 
-    let api_base = params.api_base.as_deref().unwrap_or(provider.default_api_base());
+    let Some(api_base) = params.api_base.as_deref().or(provider.default_api_base()) else {
+        let example = match provider {
+            Provider::Azure => "https://<resource>.openai.azure.com",
+            _ => "http://vllm.internal:8000/v1",
+        };
+        cx.error(
+            format!("{base}.litellm_params.api_base"),
+            format!("{} deployments have no default api_base; set one, e.g. {example}", provider.name()),
+        );
+        return None;
+    };
     let url = match UpstreamUrl::parse(api_base) {
         Ok(u) => u,
         Err(msg) => {
@@ -297,13 +307,19 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
         }
     };
     let price = price(cx, base, entry, upstream_model);
-    if params.api_version.is_some() {
+    if params.api_version.is_some() && provider != Provider::Azure {
         cx.warnings.push(format!(
             "{base}.litellm_params.api_version: {} deployments do not use it; it is ignored",
             provider.name()
         ));
     }
-    let paths = Endpoint::ALL.map(|e| provider.upstream_path(&url.base_path, e));
+    if let Some(version) = params.api_version.as_deref() {
+        if version.trim().is_empty() || version.contains(char::is_whitespace) {
+            cx.error(format!("{base}.litellm_params.api_version"), format!("\"{version}\" is not an API version, e.g. 2024-10-21"));
+            return None;
+        }
+    }
+    let paths = Endpoint::ALL.map(|e| provider.upstream_path(&url.base_path, e, upstream_model, params.api_version.as_deref()));
     Some(Deployment {
         model,
         provider,

@@ -108,7 +108,7 @@ pub struct Deployment {
     /// Upstream path per [`Endpoint`]; None where the provider lacks it.
     pub paths: [Option<String>; Endpoint::COUNT],
     /// Headers that carry the provider key (empty when no key is configured).
-    pub auth_headers: Vec<(String, String)>,
+    pub auth_headers: Vec<(&'static str, String)>,
     /// Per-token prices: `model_info`, else the built-in table; None if unknown.
     pub price: Option<Price>,
 }

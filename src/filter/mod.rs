@@ -17,13 +17,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 
-use crate::accounting::{self, ResponseCopy};
-use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, StreamPlan, CLUSTER_HEADER};
+use crate::accounting;
+use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, StreamPlan, Wire, CLUSTER_HEADER};
 use crate::budget::{self, Ledger};
 use crate::config::{self, secret::ProcessEnv, Gateway};
 use crate::errors::{ApiError, DenyReason};
 use crate::metrics::Metric;
-use crate::streaming::Meter;
+use crate::response::{self, Reader};
 use host::SharedData;
 use stats::{delta, Key, Stats};
 
@@ -165,12 +165,12 @@ struct InFlight {
     reserved: u64,
     started_ms: u64,
     status: Option<u16>,
-    /// Non-streamed responses: a copy of the body, for its usage.
-    response: ResponseCopy,
     /// Set for a streaming request.
     stream: Option<StreamPlan>,
-    /// Streamed (SSE) responses: usage and content counted as events pass.
-    meter: Option<Meter>,
+    /// The API the provider answers in.
+    wire: Wire,
+    /// How the response is read; set by its headers.
+    reader: Option<Reader>,
 }
 
 impl Context for Request {}
@@ -189,7 +189,9 @@ impl HttpContext for Request {
             method: host::find(&headers, ":method").unwrap_or_default(),
             path: host::find(&headers, ":path").unwrap_or_default(),
             authorization: host::find(&headers, "authorization"),
+            api_key: host::find(&headers, "x-api-key"),
             content_length: host::find(&headers, "content-length"),
+            anthropic_version: host::find(&headers, "anthropic-version").is_some(),
         };
         match admission::on_head(&gw, &head) {
             HeadDecision::PassThrough => Action::Continue,
@@ -272,21 +274,22 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if let State::Forwarded(flight) = &mut self.state {
-            flight.status = host::response_header(":status").and_then(|s| s.parse().ok());
-            // Only a streaming request can get a stream; skip the lookup otherwise.
-            let event_stream = flight.stream.is_some()
-                && host::response_header("content-type")
-                    .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
-            if let (Some(plan), true) = (flight.stream, event_stream && accounting::is_success(flight.status)) {
-                let drop_usage_chunk = !plan.client_asked_usage;
-                if drop_usage_chunk {
-                    // The body will change length as it passes.
-                    host::set_response_header("content-length", None);
-                }
-                flight.meter = Some(Meter::new(drop_usage_chunk));
-            }
+        let State::Forwarded(flight) = &mut self.state else {
+            return Action::Continue;
+        };
+        flight.status = host::response_header(":status").and_then(|s| s.parse().ok());
+        let success = accounting::is_success(flight.status);
+        // Only a streaming request can get a stream; skip the lookup otherwise.
+        let event_stream = flight.stream.is_some()
+            && success
+            && host::response_header("content-type")
+                .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+        let model = self.gateway.as_ref().and_then(|gw| gw.models.get(flight.model)).map_or("", |m| m.name.as_str());
+        let reader = Reader::new(flight.wire, flight.stream, response::Head { success, event_stream }, model, flight.started_ms / 1000);
+        if reader.changes_length() {
+            host::set_response_header("content-length", None);
         }
+        flight.reader = Some(reader);
         Action::Continue
     }
 
@@ -294,7 +297,16 @@ impl HttpContext for Request {
         let State::Forwarded(flight) = &mut self.state else {
             return Action::Continue;
         };
-        if accounting::is_success(flight.status) && (body_size > 0 || end_of_stream) {
+        let Some(reader) = &mut flight.reader else {
+            return Action::Continue;
+        };
+        // Error bodies are read only to be translated.
+        let wanted = accounting::is_success(flight.status) || matches!(reader, Reader::Whole { .. });
+        if wanted && (body_size > 0 || end_of_stream) {
+            if matches!(reader, Reader::Whole { .. }) && !end_of_stream {
+                // Held by Envoy until the body is complete.
+                return Action::Pause;
+            }
             let chunk = match host::body(BufferType::HttpResponseBody, body_size) {
                 Ok(chunk) => chunk,
                 Err(status) => {
@@ -302,22 +314,24 @@ impl HttpContext for Request {
                     Vec::new()
                 }
             };
-            if let Some(meter) = &mut flight.meter {
-                let outcome = meter.on_chunk(&chunk, end_of_stream);
-                if let Some(bytes) = outcome.replace_with {
-                    if let Err(status) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &bytes) {
-                        warn!("rewriting a stream chunk failed: {status:?}");
-                    }
-                }
-                if outcome.first_content {
-                    let ttft = host::now_ms().saturating_sub(flight.started_ms);
-                    if let Some(gw) = &self.gateway {
-                        let (key, labels) = series(gw, flight, Metric::TimeToFirstToken);
-                        self.stats.record(key, &labels, ttft);
-                    }
-                }
+            let action = reader.on_chunk(&chunk, end_of_stream);
+            let replace_with = if matches!(reader, Reader::Whole { .. }) {
+                let model = self.gateway.as_ref().and_then(|gw| gw.models.get(flight.model)).map_or("", |m| m.name.as_str());
+                reader.on_whole(&chunk, flight.status, model, flight.started_ms / 1000)
             } else {
-                flight.response.push(&chunk);
+                action.replace_with
+            };
+            if let Some(bytes) = replace_with {
+                if let Err(status) = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &bytes) {
+                    warn!("rewriting the response body failed: {status:?}");
+                }
+            }
+            if action.first_content {
+                let ttft = host::now_ms().saturating_sub(flight.started_ms);
+                if let Some(gw) = &self.gateway {
+                    let (key, labels) = series(gw, flight, Metric::TimeToFirstToken);
+                    self.stats.record(key, &labels, ttft);
+                }
             }
         }
         if end_of_stream {
@@ -351,11 +365,11 @@ impl Request {
         };
         let reserved = match self.reserve(gw, pending.team, &forward) {
             Ok(reserved) => reserved,
-            Err(error) => return self.deny(Some(pending.team), &error),
+            Err(error) => return self.deny(Some(pending.team), &error.for_endpoint(pending.endpoint)),
         };
         if let Err(message) = apply(&forward, headers) {
             self.release(gw, pending.team, reserved);
-            return self.deny(Some(pending.team), &ApiError::internal(&message));
+            return self.deny(Some(pending.team), &ApiError::internal(&message).for_endpoint(pending.endpoint));
         }
         self.state = State::Forwarded(Box::new(InFlight {
             team: pending.team,
@@ -365,9 +379,9 @@ impl Request {
             reserved,
             started_ms,
             status: None,
-            response: ResponseCopy::default(),
             stream: forward.stream,
-            meter: None,
+            wire: forward.wire,
+            reader: None,
         }));
         Action::Continue
     }
@@ -405,9 +419,9 @@ impl Request {
         else {
             return;
         };
-        let (usage, output_seen) = match &flight.meter {
-            Some(meter) => (meter.usage(), meter.estimated_output_tokens()),
-            None => (flight.response.usage(), 0),
+        let (usage, output_seen) = match &flight.reader {
+            Some(reader) => (reader.usage(), reader.estimated_output_tokens()),
+            None => (None, 0),
         };
         let outcome = accounting::outcome(dep.price, flight.status, usage, flight.estimate, output_seen);
 

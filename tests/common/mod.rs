@@ -4,6 +4,7 @@
 //! TOLLGATE_PYTHON); run outside make, the defaults point at the same places.
 #![allow(dead_code)]
 
+pub mod anthropic_api;
 pub mod upstream;
 
 use std::io::{Read, Write};

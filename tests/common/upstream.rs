@@ -174,9 +174,13 @@ fn usage_completion() -> Value {
 /// * `POST …/completions` → a `text_completion` likewise (streamed if `"stream": true`).
 /// * `POST …/embeddings` → a `list` with one embedding `[0.1, 0.2, 0.3]`, usage 8/8.
 /// * A body that is not a JSON object, or has no `model`, on those paths → 400 OpenAI error.
+/// * `POST …/v1/messages` → the fake Anthropic API in `anthropic_api`.
 /// * Anything else → 404 OpenAI-shaped error.
 pub fn openai_reply(req: &Recorded) -> Reply {
     let path = req.path_only();
+    if req.method == "POST" && path.ends_with("/v1/messages") {
+        return super::anthropic_api::reply(req);
+    }
     let kind = if req.method != "POST" {
         None
     } else if path.ends_with("/chat/completions") {
