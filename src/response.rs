@@ -42,6 +42,13 @@ pub struct ChunkAction {
     pub first_content: bool,
 }
 
+/// A whole response rewritten: its new body, and a new status if it changes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rewritten {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+}
+
 impl Reader {
     /// Chooses how to read a response. `model` is the name the client asked
     /// for; `created` is the Unix time for translated chunks.
@@ -94,27 +101,28 @@ impl Reader {
     }
 
     /// For [`Reader::Whole`]: the whole body the provider sent, and its
-    /// status; returns what the client gets instead.
-    pub fn on_whole(&mut self, body: &[u8], status: Option<u16>, model: &str, created: u64) -> Option<Vec<u8>> {
+    /// status; returns what the client gets instead (None: the body as it is).
+    pub fn on_whole(&mut self, body: &[u8], status: Option<u16>, model: &str, created: u64) -> Option<Rewritten> {
         let Self::Whole { usage } = self else { return None };
         if crate::accounting::is_success(status) {
             match anthropic::response_to_openai(body, model, created) {
                 Ok((translated, u)) => {
                     *usage = u;
-                    Some(translated)
+                    Some(Rewritten { status: None, body: translated })
                 }
-                Err(message) => Some(
-                    crate::errors::ApiError::bad_gateway(&format!("the provider's answer could not be read: {message}"))
-                        .body()
-                        .into_bytes(),
-                ),
+                Err(message) => {
+                    let error = crate::errors::ApiError::bad_gateway(&format!("the provider's answer could not be read: {message}"));
+                    Some(Rewritten { status: Some(error.status), body: error.body().into_bytes() })
+                }
             }
         } else if is_openai_error(body) {
             // Envoy's own answer (the provider unreachable, a timeout),
             // already in OpenAI's shape.
             None
         } else {
-            Some(anthropic::error_to_openai(status.unwrap_or(502), body).1)
+            let from = status.unwrap_or(502);
+            let (to, body) = anthropic::error_to_openai(from, body);
+            Some(Rewritten { status: (to != from).then_some(to), body })
         }
     }
 
@@ -180,7 +188,9 @@ mod tests {
         assert!(r.on_chunk(b"{", false).hold);
         let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":4,"output_tokens":2}}"#;
         assert!(!r.on_chunk(body, true).hold);
-        let out: Value = serde_json::from_slice(&r.on_whole(body, Some(200), "claude", 7).unwrap()).unwrap();
+        let out = r.on_whole(body, Some(200), "claude", 7).unwrap();
+        assert_eq!(out.status, None);
+        let out: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(out["object"], "chat.completion");
         assert_eq!(out["choices"][0]["message"]["content"], "Hi");
         assert_eq!(r.usage(), Some(Usage { input: 4, cached_input: 0, output: 2 }));
@@ -190,11 +200,16 @@ mod tests {
     fn errors_are_reshaped_unless_already_openai() {
         let mut r = Reader::new(Wire::AnthropicTranslated, None, Head { success: false, event_stream: false }, "c", 0);
         let anthropic = br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
-        let out: Value = serde_json::from_slice(&r.on_whole(anthropic, Some(429), "c", 0).unwrap()).unwrap();
+        let out = r.on_whole(anthropic, Some(429), "c", 0).unwrap();
+        assert_eq!(out.status, None);
+        let out: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(out["error"]["message"], "slow down");
         assert_eq!(out["error"]["code"], "rate_limit_error");
         let envoy = json!({"error": {"message": "upstream connect error", "type": "gateway_error", "param": null, "code": null}});
         assert_eq!(r.on_whole(envoy.to_string().as_bytes(), Some(503), "c", 0), None);
+        // Anthropic's 529 "overloaded" is a 503 to OpenAI clients.
+        let overloaded = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(r.on_whole(overloaded, Some(529), "c", 0).unwrap().status, Some(503));
         assert_eq!(r.usage(), None);
     }
 

@@ -85,11 +85,20 @@ fn the_openai_sdk_calls_claude_with_tools_plain_and_streamed() {
     assert_eq!(last["content"][0]["type"], "tool_result");
     assert_eq!(last["content"][0]["tool_use_id"], "toolu_01");
 
-    // Six successful calls: 10 input + 3 cache writes (billed as input),
+    // A translated answer carries its own length; an overloaded provider is a 503.
+    let r = gw.chat(ALPHA_KEY, "claude-3-5-haiku");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "Hello from the fake upstream.");
+    let r = gw.chat(ALPHA_KEY, "claude-overloaded");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "overloaded_error");
+
+    // Seven successful calls: 10 input + 3 cache writes (billed as input),
     // 2 cache reads and 5 output tokens each; the overloaded one costs nothing.
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"input\"}}"), 6.0 * 13.0);
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"cached_input\"}}"), 6.0 * 2.0);
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"output\"}}"), 6.0 * 5.0);
+    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"input\"}}"), 7.0 * 13.0);
+    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"cached_input\"}}"), 7.0 * 2.0);
+    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"output\"}}"), 7.0 * 5.0);
 }
 
 #[test]

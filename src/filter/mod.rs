@@ -273,7 +273,7 @@ impl HttpContext for Request {
         }
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let State::Forwarded(flight) = &mut self.state else {
             return Action::Continue;
         };
@@ -289,8 +289,15 @@ impl HttpContext for Request {
         if reader.changes_length() {
             host::set_response_header("content-length", None);
         }
+        // A response translated whole keeps its headers until its body is
+        // in, so that its status and length can follow the translation.
+        let hold = matches!(reader, Reader::Whole { .. }) && !end_of_stream;
         flight.reader = Some(reader);
-        Action::Continue
+        if hold {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -317,7 +324,14 @@ impl HttpContext for Request {
             let action = reader.on_chunk(&chunk, end_of_stream);
             let replace_with = if matches!(reader, Reader::Whole { .. }) {
                 let model = self.gateway.as_ref().and_then(|gw| gw.models.get(flight.model)).map_or("", |m| m.name.as_str());
-                reader.on_whole(&chunk, flight.status, model, flight.started_ms / 1000)
+                reader.on_whole(&chunk, flight.status, model, flight.started_ms / 1000).map(|rewritten| {
+                    // The headers are still held: they can follow the body.
+                    host::set_response_header("content-length", Some(&rewritten.body.len().to_string()));
+                    if let Some(status) = rewritten.status {
+                        host::set_response_header(":status", Some(&status.to_string()));
+                    }
+                    rewritten.body
+                })
             } else {
                 action.replace_with
             };

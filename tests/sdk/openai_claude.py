@@ -70,7 +70,7 @@ try:
     client.chat.completions.create(model="claude-overloaded", messages=messages)
     raise AssertionError("expected an error")
 except openai.APIStatusError as e:
-    assert e.status_code == 529, e
+    assert e.status_code == 503, e
     assert e.body["code"] == "overloaded_error" and e.body["message"] == "Overloaded", e.body
 
 print("all checks passed")
