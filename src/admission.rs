@@ -7,7 +7,7 @@
 use crate::access;
 use crate::anthropic;
 use crate::auth;
-use crate::config::Gateway;
+use crate::config::{Gateway, Model};
 use crate::errors::ApiError;
 use crate::json_scan::{self, Kind, ScanError, TopKey};
 use crate::providers::{Api, CLIENT_ACCOUNT_HEADERS, CLIENT_CREDENTIAL_HEADERS};
@@ -231,6 +231,10 @@ pub struct Estimate {
     pub output_tokens: u64,
 }
 
+/// What Envoy's router retries on, with `num_retries`: no connection, a
+/// reset, a 5xx, or (through the retriable status codes) a 429.
+const RETRY_ON: &str = "connect-failure,refused-stream,reset,5xx,retriable-status-codes";
+
 /// The longest model name looked up (and echoed in errors).
 pub const MAX_MODEL_NAME_BYTES: usize = 256;
 
@@ -264,13 +268,27 @@ pub struct BodyEdit {
     pub prefix: Vec<u8>,
 }
 
-/// Decides where a complete request body goes. `n` counts the requests this
-/// worker has routed, for taking deployments in turn.
-pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forward, ApiError> {
-    decide(gw, pending, body, n).map_err(|e| e.for_endpoint(pending.endpoint))
+/// Picks one of a model's deployments (by position among them), given the
+/// model's index; the filter's reads the model's shared routing record.
+pub type Chooser<'c> = dyn FnMut(usize, &Model) -> Option<usize> + 'c;
+
+/// Decides where a complete request body goes, with the deployment picked
+/// by `choose`.
+pub fn on_body_with(gw: &Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>) -> Result<Forward, ApiError> {
+    decide(gw, pending, body, choose).map_err(|e| e.for_endpoint(pending.endpoint))
 }
 
-fn decide(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forward, ApiError> {
+/// [`on_body_with`] without shared routing state: the `n`-th request's
+/// draw is `n` thousandths into the weights, so with equal weights (1 each)
+/// requests take the deployments in turn.
+pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forward, ApiError> {
+    let state = routing::ModelState::default();
+    on_body_with(gw, pending, body, &mut |_, m: &Model| {
+        routing::pick(gw.strategy, &m.candidates, &state, 0, n.wrapping_mul(1000), n)
+    })
+}
+
+fn decide(gw: &Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>) -> Result<Forward, ApiError> {
     let top = json_scan::scan(body).map_err(scan_error)?;
     let span = top
         .get(TopKey::Model)
@@ -295,7 +313,7 @@ fn decide(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forwar
     let (deployment, dep) = gw
         .models
         .get(model)
-        .and_then(|m| routing::pick(m, n))
+        .and_then(|m| choose(model, m).and_then(|i| m.deployments.get(i).copied()))
         .and_then(|d| gw.deployments.get(d).map(|dep| (d, dep)))
         .ok_or_else(|| ApiError::model_not_found(format!("The model \"{name}\" has no deployment.")))?;
     let path = dep.path(pending.endpoint).ok_or_else(|| {
@@ -358,6 +376,14 @@ fn decide(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forwar
     for name in CLIENT_ACCOUNT_HEADERS {
         headers.push((name, None));
     }
+    // Envoy's router reads these: the deployment's timeout, and retries on
+    // the same deployment. The gateway sets them or removes the client's.
+    headers.push(("x-envoy-upstream-rq-timeout-ms", dep.timeout_ms.map(|ms| ms.to_string())));
+    let retries = (gw.num_retries > 0).then(|| gw.num_retries.to_string());
+    let retrying = retries.is_some();
+    headers.push(("x-envoy-max-retries", retries));
+    headers.push(("x-envoy-retry-on", retrying.then(|| RETRY_ON.to_string())));
+    headers.push(("x-envoy-retriable-status-codes", retrying.then(|| "429".to_string())));
     match wire {
         Wire::AnthropicTranslated => headers.push(("anthropic-version", Some(anthropic::API_VERSION.to_string()))),
         // An Anthropic client's own version is kept: it chose the API it reads.

@@ -13,15 +13,8 @@
 //! request: the last one admitted, if its actual cost was above what
 //! remained.
 
-/// Where ledgers live. The filter implements it with proxy-wasm shared data;
-/// tests with a map.
-pub trait Store {
-    /// The value and its version (CAS token), or `(None, None)` if absent.
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String>;
-    /// Writes if `cas` still matches the stored version (`None`: unconditionally).
-    /// `Ok(false)` when someone else wrote first.
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String>;
-}
+pub use crate::shared::Store;
+use crate::shared::{self, Record};
 
 /// A team's ledger, in micro-USD.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,23 +23,18 @@ pub struct Ledger {
     pub reserved: u64,
 }
 
+impl Record for Ledger {
+    fn encode(&self) -> Vec<u8> {
+        shared::encode_u64s(&[self.spent, self.reserved])
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Ledger> {
+        let [spent, reserved] = shared::decode_u64s::<2>(bytes)?;
+        Some(Ledger { spent, reserved })
+    }
+}
+
 impl Ledger {
-    pub fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        let (a, b) = out.split_at_mut(8);
-        a.copy_from_slice(&self.spent.to_le_bytes());
-        b.copy_from_slice(&self.reserved.to_le_bytes());
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Option<Ledger> {
-        let (a, b) = bytes.split_at_checked(8)?;
-        Some(Ledger {
-            spent: u64::from_le_bytes(a.try_into().ok()?),
-            reserved: u64::from_le_bytes(b.try_into().ok()?),
-        })
-    }
-
     /// What is left of a budget, not counting reservations.
     pub fn remaining(&self, budget: u64) -> u64 {
         budget.saturating_sub(self.spent)
@@ -80,8 +68,6 @@ pub fn ledger_key(team: &str) -> String {
     format!("tollgate/ledger/{team}")
 }
 
-const MAX_ATTEMPTS: usize = 256;
-
 /// Applies `change` to a ledger with compare-and-swap, retrying on conflict.
 /// `change` returns the new ledger, or `Err` to leave the ledger as it is.
 /// Returns the ledger before and after.
@@ -90,21 +76,7 @@ pub fn update<E>(
     key: &str,
     change: impl Fn(Ledger) -> Result<Ledger, E>,
 ) -> Result<Result<(Ledger, Ledger), E>, String> {
-    for _ in 0..MAX_ATTEMPTS {
-        let (value, cas) = store.get(key)?;
-        let before = match &value {
-            Some(bytes) => Ledger::decode(bytes).ok_or_else(|| format!("ledger {key} is corrupt"))?,
-            None => Ledger::default(),
-        };
-        let after = match change(before) {
-            Ok(after) => after,
-            Err(e) => return Ok(Err(e)),
-        };
-        if store.set(key, &after.encode(), cas)? {
-            return Ok(Ok((before, after)));
-        }
-    }
-    Err(format!("ledger {key}: gave up after {MAX_ATTEMPTS} conflicting updates"))
+    shared::update(store, key, |l: &Ledger| change(*l))
 }
 
 /// Creates a ledger if it does not exist yet (when the config is loaded),

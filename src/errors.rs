@@ -11,6 +11,7 @@ pub enum DenyReason {
     ModelNotFound,
     ModelNotAllowed,
     BudgetExceeded,
+    RateLimited,
     BadRequest,
     PayloadTooLarge,
     /// Not a refusal: the gateway failed. Not counted as a denial.
@@ -24,6 +25,7 @@ impl DenyReason {
             Self::ModelNotFound => "model_not_found",
             Self::ModelNotAllowed => "model_not_allowed",
             Self::BudgetExceeded => "budget_exceeded",
+            Self::RateLimited => "rate_limited",
             Self::BadRequest => "bad_request",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Internal => "internal",
@@ -41,6 +43,8 @@ pub struct ApiError {
     pub reason: DenyReason,
     /// Whose error shape the body takes.
     pub shape: Shape,
+    /// Response headers besides `content-type` (`retry-after`, rate limits).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// The error shape a client reads.
@@ -69,7 +73,7 @@ struct Body<'a> {
 
 impl ApiError {
     fn new(status: u16, reason: DenyReason, message: String) -> Self {
-        Self { status, message, kind: "invalid_request_error", param: None, code: None, reason, shape: Shape::OpenAI }
+        Self { status, message, kind: "invalid_request_error", param: None, code: None, reason, shape: Shape::OpenAI, headers: Vec::new() }
     }
 
     /// The shape the clients of `endpoint` read.
@@ -165,6 +169,18 @@ impl ApiError {
     }
 
     /// 500: the gateway itself failed (a hostcall refused, say).
+    /// A team over one of its rate limits (`crate::limits`).
+    pub fn rate_limited(refusal: crate::limits::Refusal) -> Self {
+        let mut headers = vec![("retry-after", refusal.retry_after_s.to_string())];
+        headers.extend(refusal.headers);
+        Self {
+            kind: "requests",
+            code: Some("rate_limit_exceeded"),
+            headers,
+            ..Self::new(429, DenyReason::RateLimited, refusal.message)
+        }
+    }
+
     /// A provider's answer the gateway could not use.
     pub fn bad_gateway(message: &str) -> Self {
         Self { kind: "api_error", ..Self::new(502, DenyReason::Internal, format!("Gateway error: {message}.")) }

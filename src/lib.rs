@@ -9,7 +9,9 @@
 //! | [`json_scan`] | where the model is in a body, without parsing it all |
 //! | [`auth`] | which team a key belongs to |
 //! | [`access`] | whether that team may use that model |
-//! | [`routing`] | which deployment serves the request |
+//! | [`routing`] | which deployment serves the request: strategies, cooldowns |
+//! | [`limits`] | team rate limits: requests and tokens a minute, requests in flight |
+//! | [`shared`] | records shared by all workers, updated by compare-and-swap |
 //! | [`budget`] | team budgets: reserve, settle, compare-and-swap |
 //! | [`accounting`] | what a request cost, once its response is known |
 //! | [`pricing`] | prices and the cost of a request |
@@ -41,12 +43,14 @@ pub mod budget;
 pub mod config;
 pub mod errors;
 pub mod json_scan;
+pub mod limits;
 pub mod metrics;
 pub mod pricing;
 pub mod providers;
 pub mod request;
 pub mod response;
 pub mod routing;
+pub mod shared;
 pub mod sse;
 pub mod streaming;
 pub mod upstream;

@@ -20,6 +20,7 @@ pub enum Metric {
     Duration,
     TimeToFirstToken,
     Estimated,
+    DeploymentCooldowns,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,7 @@ impl Metric {
             Self::Duration => "tollgate_request_duration_milliseconds",
             Self::Estimated => "tollgate_estimated_requests_total",
             Self::TimeToFirstToken => "tollgate_time_to_first_token_milliseconds",
+            Self::DeploymentCooldowns => "tollgate_deployment_cooldowns_total",
         }
     }
 
@@ -53,7 +55,7 @@ impl Metric {
 }
 
 /// Every label any metric carries, in the order names are built.
-pub const LABELS: [&str; 6] = ["team", "model", "provider", "code", "type", "reason"];
+pub const LABELS: [&str; 7] = ["team", "model", "provider", "code", "type", "reason", "deployment"];
 
 /// The character that may not appear in label values.
 pub const SEPARATOR: char = ';';

@@ -481,6 +481,11 @@ fn headers_for_a_keyed_deployment() {
         ("api-key", None),
         ("openai-organization", None),
         ("openai-project", None),
+        // No timeout or retries configured: the client's own are removed.
+        ("x-envoy-upstream-rq-timeout-ms", None),
+        ("x-envoy-max-retries", None),
+        ("x-envoy-retry-on", None),
+        ("x-envoy-retriable-status-codes", None),
     ];
     assert_eq!(fwd.headers, expected);
 
@@ -703,7 +708,7 @@ fn round_robin_over_two_deployments() {
         assert_eq!(fwd.model, 4);
         if n % 2 == 0 { a(&fwd) } else { b(&fwd) }
     }
-    b(&on_body(&gw, &p, body, u64::MAX).unwrap());
+    b(&on_body(&gw, &p, body, 5).unwrap());
     // A single deployment is always chosen, whatever n is.
     for n in [0, 1, 7, u64::MAX] {
         assert_eq!(on_body(&gw, &p, br#"{"model":"gpt-4o"}"#, n).unwrap().deployment, 1);

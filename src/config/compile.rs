@@ -13,22 +13,15 @@ use super::{
 use crate::budget;
 use crate::json_scan::encode_string;
 use crate::pricing::{self, Price};
+use crate::limits::{self, Limits};
 use crate::providers::Provider;
 use crate::request::Endpoint;
+use crate::routing::{self, Candidate, Cooldown, Strategy};
 use crate::upstream::{ClusterNaming, UpstreamUrl};
 
-/// Routing strategies the config may name (LiteLLM's names, short and long).
-const ROUTING_STRATEGIES: [&str; 9] = [
-    "simple-shuffle",
-    "least-busy",
-    "latency-based",
-    "latency-based-routing",
-    "usage-based",
-    "usage-based-routing",
-    "usage-based-routing-v2",
-    "cost-based",
-    "cost-based-routing",
-];
+/// LiteLLM's cooldown defaults: three failures in a row, five seconds out.
+const DEFAULT_ALLOWED_FAILS: u64 = 3;
+const DEFAULT_COOLDOWN_SECS: f64 = 5.0;
 
 /// The largest request body the gateway will hold in memory.
 const MAX_BODY_LIMIT_MB: f64 = 64.0;
@@ -132,13 +125,27 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
             DEFAULT_STATS_FLUSH_MS
         }
     };
-    if let Some(strategy) = file.router_settings.as_ref().and_then(|r| r.routing_strategy.as_deref()) {
-        if !ROUTING_STRATEGIES.contains(&strategy) {
+    let router = file.router_settings.clone().unwrap_or_default();
+    let strategy = match router.routing_strategy.as_deref() {
+        None => Strategy::default(),
+        Some(name) => Strategy::parse(name).unwrap_or_else(|| {
             cx.error(
                 "router_settings.routing_strategy",
-                format!("unknown strategy \"{strategy}\"; use one of {}", ROUTING_STRATEGIES.join(", ")),
+                format!("unknown strategy \"{name}\"; use one of {}", Strategy::NAMES),
             );
-        }
+            Strategy::default()
+        }),
+    };
+    let default_timeout_ms = seconds_to_ms(&mut cx, "router_settings.timeout", router.timeout);
+    let cooldown_ms = seconds_to_ms(&mut cx, "router_settings.cooldown_time", router.cooldown_time)
+        .unwrap_or((DEFAULT_COOLDOWN_SECS * 1000.0) as u64);
+    let cooldown = match router.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS) {
+        0 => None,
+        allowed_fails => Some(Cooldown { allowed_fails, cooldown_ms }),
+    };
+    let num_retries = router.num_retries.unwrap_or(0);
+    if num_retries > 10 {
+        cx.error("router_settings.num_retries", format!("{num_retries} is too many; use at most 10"));
     }
 
     if file.model_list.is_empty() {
@@ -157,7 +164,13 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         let model = match model_index.get(name) {
             Some(&m) => m,
             None => {
-                models.push(Model { name: name.to_string(), deployments: Vec::new() });
+                models.push(Model {
+                    name: name.to_string(),
+                    deployments: Vec::new(),
+                    route_key: routing::key(name),
+                    tracked: false,
+                    candidates: Vec::new(),
+                });
                 let m = models.len().saturating_sub(1);
                 model_index.insert(name.to_string(), m);
                 m
@@ -170,14 +183,29 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
             }
         }
     }
-    for m in &models {
-        if m.deployments.len() > 1 {
-            cx.warnings.push(format!(
-                "model \"{}\" has {} deployments; they are taken in turn (round-robin) until routing strategies land",
-                m.name,
-                m.deployments.len()
-            ));
+    for m in &mut models {
+        m.tracked = m.deployments.len() > 1 && (strategy.needs_state() || cooldown.is_some());
+        m.candidates = m.deployments.iter().filter_map(|&d| deployments.get(d).map(|d| d.candidate)).collect();
+    }
+    for d in &mut deployments {
+        if d.timeout_ms.is_none() {
+            d.timeout_ms = default_timeout_ms;
         }
+    }
+    for (i, fallback) in router.fallbacks.iter().flatten().enumerate() {
+        for (from, to) in fallback {
+            for (j, name) in std::iter::once(from).chain(to.iter()).enumerate() {
+                if !model_index.contains_key(name) {
+                    let path = if j == 0 { format!("router_settings.fallbacks[{i}]") } else { format!("router_settings.fallbacks[{i}].{from}[{}]", j - 1) };
+                    cx.error(path, format!("unknown model \"{name}\""));
+                }
+            }
+        }
+    }
+    if router.fallbacks.as_ref().is_some_and(|f| !f.is_empty()) {
+        cx.warnings.push(
+            "router_settings.fallbacks: fallbacks to other models are not applied yet; requests are retried on their own deployment (num_retries) and routed away from deployments in cooldown".to_string(),
+        );
     }
 
     let mut teams = Vec::new();
@@ -229,7 +257,18 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         return Err(cx.errors);
     }
     Ok(Compiled {
-        gateway: Gateway { models, deployments, teams, max_body_bytes, stats_flush_ms, model_index, key_buckets },
+        gateway: Gateway {
+            models,
+            deployments,
+            teams,
+            max_body_bytes,
+            stats_flush_ms,
+            strategy,
+            cooldown,
+            num_retries,
+            model_index,
+            key_buckets,
+        },
         warnings: cx.warnings,
         env_keys: cx.env_keys,
     })
@@ -320,6 +359,15 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
         }
     }
     let paths = Endpoint::ALL.map(|e| provider.upstream_path(&url.base_path, e, upstream_model, params.api_version.as_deref()));
+    let weight = match params.weight {
+        None => 1000,
+        Some(w) if w.is_finite() && (0.0..=1e6).contains(&w) => (w * 1000.0).round() as u64,
+        Some(w) => {
+            cx.error(format!("{base}.litellm_params.weight"), format!("{w} is not a weight; use a number from 0 to 1000000"));
+            return None;
+        }
+    };
+    let timeout_ms = seconds_to_ms(cx, &format!("{base}.litellm_params.timeout"), params.timeout);
     Some(Deployment {
         model,
         provider,
@@ -331,7 +379,26 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
         paths,
         auth_headers,
         price,
+        candidate: Candidate {
+            weight,
+            rpm: params.rpm,
+            tpm: params.tpm,
+            price: price.map_or(u64::MAX, |p| p.input.saturating_add(p.output)),
+        },
+        timeout_ms,
     })
+}
+
+/// A time in seconds from the config, in ms; refused unless positive and at
+/// most a day.
+fn seconds_to_ms(cx: &mut Ctx<'_>, path: &str, seconds: Option<f64>) -> Option<u64> {
+    let s = seconds?;
+    if s.is_finite() && s > 0.0 && s <= 86_400.0 {
+        Some(((s * 1000.0).round() as u64).max(1))
+    } else {
+        cx.error(path.to_string(), format!("{s} is not a time in seconds; use more than 0 and at most 86400"));
+        None
+    }
 }
 
 /// A deployment's prices: `model_info` where given, else the built-in table.
@@ -415,7 +482,15 @@ fn team(
             cx.error(format!("{base}.max_budget"), format!("{b} must be an amount of 0 or more, in USD"));
         }
     }
+    let limits = Limits { rpm: entry.rpm_limit, tpm: entry.tpm_limit, parallel: entry.max_parallel_requests };
+    for (field, value) in [("rpm_limit", entry.rpm_limit), ("tpm_limit", entry.tpm_limit), ("max_parallel_requests", entry.max_parallel_requests)] {
+        if value == Some(0) {
+            cx.error(format!("{base}.{field}"), "0 would refuse every request; remove the limit or set at least 1");
+        }
+    }
     Team {
+        limits,
+        limits_key: limits::key(&entry.user_id),
         id: entry.user_id.clone(),
         models_body: crate::access::models_list_body(models, deployments, &allowed),
         allowed,

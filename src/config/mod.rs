@@ -13,7 +13,9 @@ pub use compile::{compile, Compiled};
 pub use schema::ConfigFile;
 
 use crate::pricing::Price;
+use crate::limits::Limits;
 use crate::providers::Provider;
+use crate::routing::{Candidate, Cooldown, Strategy};
 use crate::request::Endpoint;
 use crate::upstream::UpstreamUrl;
 
@@ -77,6 +79,11 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     /// How often counter changes are flushed to Envoy; 0: at once.
     pub stats_flush_ms: u64,
+    pub strategy: Strategy,
+    /// None: cooldowns are off (`allowed_fails: 0`).
+    pub cooldown: Option<Cooldown>,
+    /// Router retries on the same deployment.
+    pub num_retries: u32,
     model_index: HashMap<String, usize>,
     /// Team keys by the first 8 bytes of their SHA-256 digest; see `auth`.
     key_buckets: HashMap<u64, Vec<TeamKey>>,
@@ -93,6 +100,13 @@ pub struct Model {
     pub name: String,
     /// Indexes into `Gateway::deployments`; never empty.
     pub deployments: Vec<usize>,
+    /// The shared-data key of the model's routing record (`routing`).
+    pub route_key: String,
+    /// Whether routing keeps a shared record for this model: it has several
+    /// deployments, and its strategy or cooldowns need one.
+    pub tracked: bool,
+    /// What routing knows of each deployment, in `deployments` order.
+    pub candidates: Vec<Candidate>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +125,10 @@ pub struct Deployment {
     pub auth_headers: Vec<(&'static str, String)>,
     /// Per-token prices: `model_info`, else the built-in table; None if unknown.
     pub price: Option<Price>,
+    /// What routing knows of it: weight, rpm, tpm, price.
+    pub candidate: Candidate,
+    /// `timeout` (or `router_settings.timeout`) in ms.
+    pub timeout_ms: Option<u64>,
 }
 
 impl Deployment {
@@ -130,6 +148,9 @@ pub struct Team {
     pub ledger_key: String,
     /// The `GET /v1/models` answer for this team, rendered once.
     pub models_body: String,
+    pub limits: Limits,
+    /// The shared-data key of the team's rate-limit window.
+    pub limits_key: String,
 }
 
 impl Team {

@@ -40,6 +40,18 @@ pub struct LitellmParams {
     pub api_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// The deployment's share for `simple-shuffle` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// The deployment's requests per minute, for `usage-based` routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// The deployment's tokens per minute, for `usage-based` routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Seconds before a request to this deployment times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
 }
 
 /// Prices, in USD per token, as LiteLLM names them.
@@ -59,6 +71,21 @@ pub struct ModelInfo {
 pub struct RouterSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing_strategy: Option<String>,
+    /// Retries on the same deployment (Envoy's router retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_retries: Option<u32>,
+    /// Failures in a row that put a deployment in cooldown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_fails: Option<u64>,
+    /// Seconds a deployment stays in cooldown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_time: Option<f64>,
+    /// Seconds before a request times out, for deployments without their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// `[{"gpt-4": ["claude-2"]}]`: models to try when a model fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<std::collections::BTreeMap<String, Vec<String>>>>,
 }
 
 /// One team: who it is, which keys authenticate it, what it may call.
@@ -72,6 +99,12 @@ pub struct TeamEntry {
     pub max_budget: Option<f64>,
     #[serde(default)]
     pub api_keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel_requests: Option<u64>,
 }
 
 /// Gateway-wide settings. `max_request_size_mb` keeps LiteLLM's name.

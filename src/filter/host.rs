@@ -12,7 +12,6 @@ use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
-use crate::budget;
 use crate::errors::ApiError;
 
 /// All request headers, in one hostcall. Values stay bytes; see [`find`].
@@ -101,7 +100,11 @@ pub fn send_json(status: u16, body: &str) {
 }
 
 pub fn send_error(error: &ApiError) {
-    send_json(error.status, &error.body());
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(error.headers.iter().map(|(k, v)| (*k, v.as_str())));
+    if let Err(s) = hostcalls::send_http_response(u32::from(error.status), headers, Some(error.body().as_bytes())) {
+        warn!("sending a local response failed: {s:?}");
+    }
 }
 
 /// Milliseconds since the epoch, from the host's clock.
@@ -118,7 +121,7 @@ pub fn now_ms() -> u64 {
 /// proxy-wasm shared data: one store for every worker VM of this plugin.
 pub struct SharedData;
 
-impl budget::Store for SharedData {
+impl crate::shared::Store for SharedData {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
         hostcalls::get_shared_data(key).map_err(|s| format!("reading shared data {key}: {s:?}"))
     }

@@ -20,6 +20,9 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use crate::accounting;
 use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, StreamPlan, Wire, CLUSTER_HEADER};
 use crate::budget::{self, Ledger};
+use crate::limits::{self, Window};
+use crate::routing::{self, ModelState, Strategy};
+use crate::shared;
 use crate::config::{self, secret::ProcessEnv, Gateway};
 use crate::errors::{ApiError, DenyReason};
 use crate::metrics::Metric;
@@ -44,6 +47,8 @@ struct Root {
     stats: Rc<Stats>,
     /// Requests this worker has routed; takes deployments in turn.
     routed: Rc<Cell<u64>>,
+    /// The state of this worker's random sequence, for weighted routing.
+    random: Rc<Cell<u64>>,
 }
 
 impl Context for Root {
@@ -113,6 +118,13 @@ impl RootContext for Root {
             }
         }
         info!("configured {} models, {} deployments, {} teams", gw.models.len(), gw.deployments.len(), gw.teams.len());
+        // Seeded from the VM's own randomness (WASI random_get), once.
+        self.random.set({
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(self.routed.get());
+            h.finish()
+        });
         self.gateway = Some(Rc::new(gw));
         true
     }
@@ -126,6 +138,7 @@ impl RootContext for Root {
             gateway: self.gateway.clone(),
             stats: Rc::clone(&self.stats),
             routed: Rc::clone(&self.routed),
+            random: Rc::clone(&self.random),
             state: State::Passing,
         }))
     }
@@ -139,6 +152,7 @@ struct Request {
     gateway: Option<Rc<Gateway>>,
     stats: Rc<Stats>,
     routed: Rc<Cell<u64>>,
+    random: Rc<Cell<u64>>,
     state: State,
 }
 
@@ -169,6 +183,11 @@ struct InFlight {
     stream: Option<StreamPlan>,
     /// The API the provider answers in.
     wire: Wire,
+    /// The deployment's position among its model's, if the model keeps a
+    /// routing record; and whether it was counted in flight.
+    route: Option<(usize, bool)>,
+    /// Counted in the team's rate-limit window.
+    limited: bool,
     /// How the response is read; set by its headers.
     reader: Option<Reader>,
 }
@@ -373,18 +392,48 @@ impl Request {
     ) -> Action {
         let n = self.routed.get();
         self.routed.set(n.wrapping_add(1));
-        let forward = match admission::on_body(gw, pending, body, n) {
+        let random = &self.random;
+        let forward = match admission::on_body_with(gw, pending, body, &mut |_, m| {
+            let state = if m.tracked { read_route(&m.route_key) } else { ModelState::default() };
+            let mut r = random.get();
+            let drawn = routing::next_random(&mut r);
+            random.set(r);
+            routing::pick(gw.strategy, &m.candidates, &state, started_ms, drawn, n)
+        }) {
             Ok(forward) => forward,
             Err(error) => return self.deny(Some(pending.team), &error),
         };
+        let team = gw.teams.get(pending.team);
+        let limited = team.is_some_and(|t| t.limits.any());
+        if let (true, Some(t)) = (limited, team) {
+            match shared::update(&SharedData, &t.limits_key, |w: &Window| limits::admit(w, &t.limits, &t.id, started_ms)) {
+                Ok(Ok(_)) => {}
+                Ok(Err(refusal)) => {
+                    return self.deny(Some(pending.team), &ApiError::rate_limited(refusal).for_endpoint(pending.endpoint))
+                }
+                Err(e) => return self.deny(Some(pending.team), &ApiError::internal(&e).for_endpoint(pending.endpoint)),
+            }
+        }
         let reserved = match self.reserve(gw, pending.team, &forward) {
             Ok(reserved) => reserved,
-            Err(error) => return self.deny(Some(pending.team), &error.for_endpoint(pending.endpoint)),
+            Err(error) => {
+                release_limits(gw, pending.team, limited, 0, started_ms);
+                return self.deny(Some(pending.team), &error.for_endpoint(pending.endpoint));
+            }
         };
         if let Err(message) = apply(&forward, headers) {
             self.release(gw, pending.team, reserved);
+            release_limits(gw, pending.team, limited, 0, started_ms);
             return self.deny(Some(pending.team), &ApiError::internal(&message).for_endpoint(pending.endpoint));
         }
+        let route = gw.models.get(forward.model).filter(|m| m.tracked).and_then(|m| {
+            let position = m.deployments.iter().position(|&d| d == forward.deployment)?;
+            let counted = gw.strategy == Strategy::LeastBusy
+                && shared::update(&SharedData, &m.route_key, |s: &ModelState| Ok::<_, ()>(routing::on_start(s, position)))
+                    .map_err(|e| warn!("{e}"))
+                    .is_ok();
+            Some((position, counted))
+        });
         self.state = State::Forwarded(Box::new(InFlight {
             team: pending.team,
             model: forward.model,
@@ -395,6 +444,8 @@ impl Request {
             status: None,
             stream: forward.stream,
             wire: forward.wire,
+            route,
+            limited,
             reader: None,
         }));
         Action::Continue
@@ -476,9 +527,31 @@ impl Request {
         if outcome.estimated {
             s.add(key(Metric::Estimated, 0), &[("team", t), ("model", m)], 1);
         }
-        let elapsed = host::now_ms().saturating_sub(flight.started_ms);
+        let now = host::now_ms();
+        let elapsed = now.saturating_sub(flight.started_ms);
         let (duration, labels) = series(&gw, &flight, Metric::Duration);
         s.record(duration, &labels, elapsed);
+
+        let tokens = usage.input.saturating_add(usage.cached_input).saturating_add(usage.output);
+        release_limits(&gw, flight.team, flight.limited, tokens, now);
+        if let Some((position, started)) = flight.route {
+            let failed = flight.status.map_or(true, |s| s == 429 || s >= 500);
+            let ended = routing::Ended { started, failed, latency_ms: elapsed, tokens };
+            let cooldown = gw.cooldown;
+            match shared::update(&SharedData, &model.route_key, |st: &ModelState| {
+                Ok::<_, ()>(routing::on_end(st, position, ended, cooldown, now).0)
+            }) {
+                Ok(Ok((before, after))) => {
+                    let was = before.get(position).cooldown_until_ms;
+                    if after.get(position).cooldown_until_ms != was {
+                        let labels = [("model", m), ("provider", p), ("deployment", dep.authority.as_str())];
+                        s.add(key(Metric::DeploymentCooldowns, u32::try_from(position).unwrap_or_default()), &labels, 1);
+                    }
+                }
+                Ok(Err(())) => {}
+                Err(e) => warn!("{e}"),
+            }
+        }
     }
 
     fn deny(&mut self, team: Option<usize>, error: &ApiError) -> Action {
@@ -507,6 +580,22 @@ fn series<'g>(gw: &'g Gateway, flight: &InFlight, metric: Metric) -> (Key, [(&'s
         ("provider", provider.map_or("", |p| p.name())),
     ];
     (key, labels)
+}
+
+/// A model's routing record (a fresh one if it cannot be read).
+fn read_route(key: &str) -> ModelState {
+    shared::read(&SharedData, key).unwrap_or_else(|e| {
+        warn!("{e}");
+        ModelState::default()
+    })
+}
+
+/// Takes a request out of its team's rate-limit window, counting its tokens.
+fn release_limits(gw: &Gateway, team: usize, limited: bool, tokens: u64, now_ms: u64) {
+    let Some(t) = gw.teams.get(team).filter(|_| limited) else { return };
+    if let Err(e) = shared::update(&SharedData, &t.limits_key, |w: &Window| Ok::<_, ()>(limits::release(w, tokens, now_ms))) {
+        error!("{e}");
+    }
 }
 
 /// Applies a forward decision to the request Envoy holds: the body edit, and

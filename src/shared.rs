@@ -1,0 +1,116 @@
+//! State shared by every worker VM, in proxy-wasm shared data: budget
+//! ledgers, team rate-limit windows, deployment health and load. Each value
+//! is a small fixed-layout record updated with compare-and-swap, retried on
+//! conflict, so concurrent requests on different workers never lose an
+//! update.
+
+/// Where shared records live. The filter implements it with proxy-wasm
+/// shared data; tests with a map.
+pub trait Store {
+    /// The value and its version (CAS token), or `(None, None)` if absent.
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String>;
+    /// Writes if `cas` still matches the stored version (`None`: unconditionally).
+    /// `Ok(false)` when someone else wrote first.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String>;
+}
+
+/// A record kept in shared data.
+pub trait Record: Sized + Default {
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+const MAX_ATTEMPTS: usize = 256;
+
+/// Reads a record (the default if absent).
+pub fn read<T: Record>(store: &dyn Store, key: &str) -> Result<T, String> {
+    match store.get(key)?.0 {
+        Some(bytes) => T::decode(&bytes).ok_or_else(|| format!("shared record {key} is corrupt")),
+        None => Ok(T::default()),
+    }
+}
+
+/// Applies `change` to a record with compare-and-swap, retrying on conflict.
+/// `change` returns the new record, or `Err` to leave it as it is. Returns
+/// the record before and after.
+pub fn update<T: Record, E>(
+    store: &dyn Store,
+    key: &str,
+    change: impl Fn(&T) -> Result<T, E>,
+) -> Result<Result<(T, T), E>, String> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (value, cas) = store.get(key)?;
+        let before = match &value {
+            Some(bytes) => T::decode(bytes).ok_or_else(|| format!("shared record {key} is corrupt"))?,
+            None => T::default(),
+        };
+        let after = match change(&before) {
+            Ok(after) => after,
+            Err(e) => return Ok(Err(e)),
+        };
+        if store.set(key, &after.encode(), cas)? {
+            return Ok(Ok((before, after)));
+        }
+    }
+    Err(format!("shared record {key}: gave up after {MAX_ATTEMPTS} conflicting updates"))
+}
+
+/// Little-endian u64 fields, in order.
+pub fn encode_u64s(fields: &[u64]) -> Vec<u8> {
+    fields.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+/// The inverse of [`encode_u64s`]; None unless `bytes` holds exactly `N` fields.
+pub fn decode_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return None;
+    }
+    let mut out = [0u64; N];
+    for (slot, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *slot = u64::from_le_bytes(chunk.try_into().ok()?);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+pub mod testing {
+    use super::Store;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Shared data as Envoy keeps it: a value and a version per key.
+    #[derive(Default)]
+    pub struct MapStore(pub Mutex<HashMap<String, (Vec<u8>, u32)>>);
+
+    impl Store for MapStore {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+            Ok(match self.0.lock().unwrap().get(key) {
+                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+                None => (None, None),
+            })
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+            let mut map = self.0.lock().unwrap();
+            let current = map.get(key).map(|(_, c)| *c);
+            if cas.is_some() && cas != current {
+                return Ok(false);
+            }
+            map.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u64_fields_round_trip() {
+        let bytes = encode_u64s(&[1, u64::MAX, 0]);
+        assert_eq!(decode_u64s::<3>(&bytes), Some([1, u64::MAX, 0]));
+        assert_eq!(decode_u64s::<2>(&bytes), None);
+        assert_eq!(decode_u64s::<3>(&bytes[1..]), None);
+    }
+}
