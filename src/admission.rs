@@ -275,7 +275,19 @@ pub type Chooser<'c> = dyn FnMut(usize, &Model) -> Option<usize> + 'c;
 /// Decides where a complete request body goes, with the deployment picked
 /// by `choose`.
 pub fn on_body_with(gw: &Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>) -> Result<Forward, ApiError> {
-    decide(gw, pending, body, choose).map_err(|e| e.for_endpoint(pending.endpoint))
+    decide(gw, pending, body, None, choose).map_err(|e| e.for_endpoint(pending.endpoint))
+}
+
+/// The same request sent to another model (a fallback): the body's model
+/// is replaced by a deployment of `model`, which the team must be allowed.
+pub fn on_body_for(
+    gw: &Gateway,
+    pending: &Pending,
+    body: &[u8],
+    model: &str,
+    choose: &mut Chooser<'_>,
+) -> Result<Forward, ApiError> {
+    decide(gw, pending, body, Some(model), choose).map_err(|e| e.for_endpoint(pending.endpoint))
 }
 
 /// [`on_body_with`] without shared routing state: the `n`-th request's
@@ -288,7 +300,13 @@ pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<F
     })
 }
 
-fn decide(gw: &Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>) -> Result<Forward, ApiError> {
+fn decide(
+    gw: &Gateway,
+    pending: &Pending,
+    body: &[u8],
+    instead: Option<&str>,
+    choose: &mut Chooser<'_>,
+) -> Result<Forward, ApiError> {
     let top = json_scan::scan(body).map_err(scan_error)?;
     let span = top
         .get(TopKey::Model)
@@ -309,6 +327,9 @@ fn decide(gw: &Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>
         ));
     }
 
+    // The model as the body names it, and the model to serve.
+    let in_body = name;
+    let name = instead.map_or_else(|| in_body.to_string(), str::to_string);
     let model = access::check(gw, pending.team, &name)?;
     let (deployment, dep) = gw
         .models
@@ -343,7 +364,7 @@ fn decide(gw: &Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>
         }
         Wire::OpenAI | Wire::Anthropic => {
             let mut edits: Vec<Edit> = Vec::new();
-            if name != dep.upstream_model {
+            if in_body != dep.upstream_model {
                 edits.push(Edit { start: span.start, end: span.end, with: dep.upstream_model_json.as_bytes().to_vec() });
             }
             let stream = if wire == Wire::Anthropic {

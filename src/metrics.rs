@@ -21,6 +21,7 @@ pub enum Metric {
     TimeToFirstToken,
     Estimated,
     DeploymentCooldowns,
+    Fallbacks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,7 @@ impl Metric {
             Self::Estimated => "tollgate_estimated_requests_total",
             Self::TimeToFirstToken => "tollgate_time_to_first_token_milliseconds",
             Self::DeploymentCooldowns => "tollgate_deployment_cooldowns_total",
+            Self::Fallbacks => "tollgate_fallbacks_total",
         }
     }
 
@@ -55,7 +57,7 @@ impl Metric {
 }
 
 /// Every label any metric carries, in the order names are built.
-pub const LABELS: [&str; 7] = ["team", "model", "provider", "code", "type", "reason", "deployment"];
+pub const LABELS: [&str; 8] = ["team", "model", "provider", "code", "type", "reason", "deployment", "fallback"];
 
 /// The character that may not appear in label values.
 pub const SEPARATOR: char = ';';

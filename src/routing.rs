@@ -218,6 +218,11 @@ fn lowest(among: &[usize], n: u64, score: impl Fn(usize) -> u64) -> Option<usize
     turn(&tied, n)
 }
 
+/// Whether every one of `len` deployments is in cooldown.
+pub fn all_cooled(state: &ModelState, len: usize, now_ms: u64) -> bool {
+    len > 0 && (0..len).all(|i| state.get(i).cooled_down(now_ms))
+}
+
 /// A request starts on deployment `i`.
 pub fn on_start(state: &ModelState, i: usize) -> ModelState {
     let mut next = state.clone();

@@ -221,3 +221,67 @@ fn tpm_and_parallel_limits() {
     // Once it is done, the next one goes.
     assert_eq!(gw.chat(ALPHA_KEY, "m").status, 200);
 }
+
+#[test]
+fn a_failing_model_answers_through_its_fallback_on_another_provider() {
+    // "primary" always fails; its fallback is Claude, behind Anthropic's API.
+    let up = Upstream::start(|req: &Recorded| {
+        if req.path_only().ends_with("/chat/completions") && req.json()["model"] == "broken-1" {
+            Reply::openai_error(500, "internal error", "server_error")
+        } else {
+            openai_reply(req)
+        }
+    });
+    let base = up.base_url();
+    let yaml = format!(
+        r#"
+model_list:
+  - model_name: primary
+    litellm_params: {{model: openai/broken-1, api_base: "{base}/v1", api_key: os.environ/TEST_PROVIDER_KEY}}
+    model_info: {{input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}
+  - model_name: backup
+    litellm_params: {{model: anthropic/claude-3-5-haiku-20241022, api_base: "{base}", api_key: os.environ/TEST_PROVIDER_KEY}}
+router_settings: {{allowed_fails: 2, cooldown_time: 60, fallbacks: [{{primary: [backup]}}]}}
+user_access:
+  - user_id: team-alpha
+    models: [primary, backup]
+    max_budget: 10
+    api_keys: [os.environ/TEAM_ALPHA_KEY]
+general_settings: {{stats_flush_interval_ms: 0}}
+"#
+    );
+    let gw = Gateway::start(&yaml, &standard_env());
+    for i in 0..8 {
+        let r = gw.chat(ALPHA_KEY, "primary");
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert_eq!(r.json()["object"], "chat.completion");
+        assert_eq!(r.json()["choices"][0]["message"]["content"], "Hello from the fake upstream.");
+    }
+    let reqs = up.requests();
+    let broken = reqs.iter().filter(|r| r.path_only() == "/v1/chat/completions").count();
+    // Two failures put the broken deployment in cooldown; after that the
+    // requests go straight to the fallback.
+    assert_eq!(broken, 2, "{:?}", reqs.iter().map(|r| r.path.clone()).collect::<Vec<_>>());
+    let claude: Vec<_> = reqs.iter().filter(|r| r.path_only() == "/v1/messages").collect();
+    assert_eq!(claude.len(), 8);
+    for r in &claude {
+        // Anthropic's shape, path and key.
+        assert_eq!(r.header("x-api-key"), Some(PROVIDER_KEY));
+        assert_eq!(r.header("authorization"), None);
+        assert_eq!(r.json()["model"], "claude-3-5-haiku-20241022");
+        assert!(r.json()["max_tokens"].is_u64());
+    }
+    assert_eq!(metric(&gw, r#"tollgate_fallbacks_total{model="primary",fallback="backup"}"#), Some(8.0));
+    // Tokens are counted for the model that answered.
+    assert_eq!(
+        metric(&gw, r#"tollgate_tokens_total{team="team-alpha",model="backup",provider="anthropic",type="output"}"#),
+        Some(40.0)
+    );
+
+    // A stream falls back too (its events arrive together).
+    let stream = serde_json::json!({"model": "primary", "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let r = gw.post("/v1/chat/completions", Some(ALPHA_KEY), &stream.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("content-type").is_some_and(|t| t.starts_with("text/event-stream")), "{:?}", r.headers);
+    assert!(r.body.contains("chat.completion.chunk") && r.body.trim_end().ends_with("data: [DONE]"), "{}", r.body);
+}

@@ -993,7 +993,13 @@ fn router_settings_and_team_limits() {
     assert_eq!(c.gateway.num_retries, 2);
     assert_eq!(c.gateway.cooldown, None);
     assert!(c.gateway.deployments.iter().all(|d| d.timeout_ms == Some(1500)));
-    assert!(c.warnings.iter().any(|w| w.starts_with("router_settings.fallbacks")), "{:?}", c.warnings);
+    let gpt4o = c.gateway.model_by_name("gpt-4o").unwrap();
+    let claude = c.gateway.model_by_name("claude").unwrap();
+    assert_eq!(c.gateway.models[gpt4o].fallbacks, vec![claude]);
+    // Cooldowns are off (allowed_fails: 0); latency-based needs a record for
+    // the model with two deployments only.
+    assert!(c.gateway.models[gpt4o].tracked);
+    assert!(!c.gateway.models[claude].tracked);
 
     let bad = edit(
         BASE,

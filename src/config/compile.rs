@@ -170,6 +170,7 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
                     route_key: routing::key(name),
                     tracked: false,
                     candidates: Vec::new(),
+                    fallbacks: Vec::new(),
                 });
                 let m = models.len().saturating_sub(1);
                 model_index.insert(name.to_string(), m);
@@ -183,10 +184,6 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
             }
         }
     }
-    for m in &mut models {
-        m.tracked = m.deployments.len() > 1 && (strategy.needs_state() || cooldown.is_some());
-        m.candidates = m.deployments.iter().filter_map(|&d| deployments.get(d).map(|d| d.candidate)).collect();
-    }
     for d in &mut deployments {
         if d.timeout_ms.is_none() {
             d.timeout_ms = default_timeout_ms;
@@ -194,18 +191,32 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     }
     for (i, fallback) in router.fallbacks.iter().flatten().enumerate() {
         for (from, to) in fallback {
-            for (j, name) in std::iter::once(from).chain(to.iter()).enumerate() {
-                if !model_index.contains_key(name) {
-                    let path = if j == 0 { format!("router_settings.fallbacks[{i}]") } else { format!("router_settings.fallbacks[{i}].{from}[{}]", j - 1) };
-                    cx.error(path, format!("unknown model \"{name}\""));
+            let Some(&source) = model_index.get(from) else {
+                cx.error(format!("router_settings.fallbacks[{i}]"), format!("unknown model \"{from}\""));
+                continue;
+            };
+            for (j, name) in to.iter().enumerate() {
+                match model_index.get(name) {
+                    Some(&target) if target == source => {
+                        cx.error(format!("router_settings.fallbacks[{i}].{from}[{j}]"), "a model cannot fall back to itself");
+                    }
+                    Some(&target) => {
+                        if let Some(m) = models.get_mut(source) {
+                            if !m.fallbacks.contains(&target) {
+                                m.fallbacks.push(target);
+                            }
+                        }
+                    }
+                    None => cx.error(format!("router_settings.fallbacks[{i}].{from}[{j}]"), format!("unknown model \"{name}\"")),
                 }
             }
         }
     }
-    if router.fallbacks.as_ref().is_some_and(|f| !f.is_empty()) {
-        cx.warnings.push(
-            "router_settings.fallbacks: fallbacks to other models are not applied yet; requests are retried on their own deployment (num_retries) and routed away from deployments in cooldown".to_string(),
-        );
+    for m in &mut models {
+        // Cooldowns matter where there is somewhere else to go.
+        let elsewhere = m.deployments.len() > 1 || !m.fallbacks.is_empty();
+        m.tracked = (m.deployments.len() > 1 && strategy.needs_state()) || (elsewhere && cooldown.is_some());
+        m.candidates = m.deployments.iter().filter_map(|&d| deployments.get(d).map(|d| d.candidate)).collect();
     }
 
     let mut teams = Vec::new();

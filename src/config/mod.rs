@@ -107,6 +107,8 @@ pub struct Model {
     pub tracked: bool,
     /// What routing knows of each deployment, in `deployments` order.
     pub candidates: Vec<Candidate>,
+    /// Models to try, in order, when this one fails (`router_settings.fallbacks`).
+    pub fallbacks: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 
 use crate::accounting;
 use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, StreamPlan, Wire, CLUSTER_HEADER};
@@ -23,7 +23,7 @@ use crate::budget::{self, Ledger};
 use crate::limits::{self, Window};
 use crate::routing::{self, ModelState, Strategy};
 use crate::shared;
-use crate::config::{self, secret::ProcessEnv, Gateway};
+use crate::config::{self, secret::ProcessEnv, Gateway, Model};
 use crate::errors::{ApiError, DenyReason};
 use crate::metrics::Metric;
 use crate::response::{self, Reader};
@@ -190,9 +190,81 @@ struct InFlight {
     limited: bool,
     /// How the response is read; set by its headers.
     reader: Option<Reader>,
+    /// Set when the model has fallbacks.
+    retry: Option<Box<Retry>>,
+    /// A fallback's HTTP call in flight.
+    calling: Option<u32>,
 }
 
-impl Context for Request {}
+/// What it takes to send a request again, to a fallback model.
+struct Retry {
+    pending: Pending,
+    /// The request as the client sent it.
+    body: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    /// Fallback models not tried yet, in order.
+    remaining: Vec<usize>,
+}
+
+/// How long a fallback call may take, for deployments without a timeout
+/// (the route's own timeout).
+const FALLBACK_TIMEOUT_MS: u64 = 600_000;
+
+impl Context for Request {
+    /// A fallback's answer: another fallback if it failed too, else the
+    /// client's answer, sent in place of the failed one.
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let State::Forwarded(flight) = &mut self.state else { return };
+        if flight.calling != Some(token) {
+            return;
+        }
+        flight.calling = None;
+        let headers = match hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders) {
+            Ok(h) => h,
+            Err(status) => {
+                warn!("reading a fallback's headers failed: {status:?}");
+                Vec::new()
+            }
+        };
+        let status: Option<u16> = host::find(&headers, ":status").and_then(|s| s.parse().ok());
+        flight.status = status;
+        let more = flight.retry.as_ref().is_some_and(|r| !r.remaining.is_empty());
+        if status.map_or(true, is_failure) && more && self.start_fallback() {
+            return;
+        }
+        let State::Forwarded(flight) = &mut self.state else { return };
+        let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(status) => {
+                warn!("reading a fallback's body failed: {status:?}");
+                Vec::new()
+            }
+        };
+        let content_type = host::find(&headers, "content-type").unwrap_or("application/json").to_string();
+        let success = accounting::is_success(status);
+        let event_stream = success && content_type.trim_start().to_ascii_lowercase().starts_with("text/event-stream");
+        let model = self.gateway.as_ref().and_then(|gw| gw.models.get(flight.model)).map_or("", |m| m.name.as_str());
+        let created = flight.started_ms / 1000;
+        let mut reader = Reader::new(flight.wire, flight.stream, response::Head { success, event_stream }, model, created);
+        let action = reader.on_chunk(&body, true);
+        let (code, out) = if matches!(reader, Reader::Whole { .. }) {
+            match reader.on_whole(&body, status, model, created) {
+                Some(rewritten) => (rewritten.status.or(status), rewritten.body),
+                None => (status, body),
+            }
+        } else {
+            (status, action.replace_with.unwrap_or(body))
+        };
+        flight.reader = Some(reader);
+        let content_type = if flight.wire == Wire::AnthropicTranslated && !event_stream { "application/json" } else { content_type.as_str() };
+        // No status at all (the call failed): as Envoy answers an unreachable upstream.
+        let code = code.unwrap_or(503);
+        if let Err(s) = hostcalls::send_http_response(u32::from(code), vec![("content-type", content_type)], Some(&out)) {
+            warn!("sending a fallback's answer failed: {s:?}");
+        }
+        self.settle();
+    }
+}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -297,6 +369,14 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         flight.status = host::response_header(":status").and_then(|s| s.parse().ok());
+        let failed = flight.status.map_or(true, is_failure);
+        if failed && flight.retry.as_ref().is_some_and(|r| !r.remaining.is_empty()) && self.start_fallback() {
+            // Held: the fallback's answer replaces this one.
+            return Action::Pause;
+        }
+        let State::Forwarded(flight) = &mut self.state else {
+            return Action::Continue;
+        };
         let success = accounting::is_success(flight.status);
         // Only a streaming request can get a stream; skip the lookup otherwise.
         let event_stream = flight.stream.is_some()
@@ -323,6 +403,10 @@ impl HttpContext for Request {
         let State::Forwarded(flight) = &mut self.state else {
             return Action::Continue;
         };
+        if flight.calling.is_some() {
+            // The failed answer is held, then replaced by the fallback's.
+            return Action::Pause;
+        }
         let Some(reader) = &mut flight.reader else {
             return Action::Continue;
         };
@@ -392,16 +476,22 @@ impl Request {
     ) -> Action {
         let n = self.routed.get();
         self.routed.set(n.wrapping_add(1));
-        let random = &self.random;
-        let forward = match admission::on_body_with(gw, pending, body, &mut |_, m| {
-            let state = if m.tracked { read_route(&m.route_key) } else { ModelState::default() };
-            let mut r = random.get();
-            let drawn = routing::next_random(&mut r);
-            random.set(r);
-            routing::pick(gw.strategy, &m.candidates, &state, started_ms, drawn, n)
-        }) {
+        let cooled = Cell::new(false);
+        let forward = match admission::on_body_with(gw, pending, body, &mut |_, m| self.choose(gw, m, started_ms, n, &cooled)) {
             Ok(forward) => forward,
             Err(error) => return self.deny(Some(pending.team), &error),
+        };
+        // With fallbacks, what it takes to send the request again elsewhere.
+        let mut retry = gw.models.get(forward.model).filter(|m| !m.fallbacks.is_empty()).map(|m| {
+            Box::new(Retry { pending: pending.clone(), body: body.to_vec(), headers: headers.to_vec(), remaining: m.fallbacks.clone() })
+        });
+        // Every deployment of the model is cooling down: straight to a fallback.
+        let forward = match retry.as_mut().filter(|_| cooled.get()) {
+            Some(r) => match self.next_fallback(gw, r, forward.model, started_ms, n) {
+                Some(fallback) => fallback,
+                None => forward,
+            },
+            None => forward,
         };
         let team = gw.teams.get(pending.team);
         let limited = team.is_some_and(|t| t.limits.any());
@@ -447,8 +537,94 @@ impl Request {
             route,
             limited,
             reader: None,
+            retry,
+            calling: None,
         }));
         Action::Continue
+    }
+
+    /// Picks a deployment of model `m` by the configured strategy; sets
+    /// `cooled` when all of them are cooling down.
+    fn choose(&self, gw: &Gateway, m: &Model, now_ms: u64, n: u64, cooled: &Cell<bool>) -> Option<usize> {
+        let state = if m.tracked { read_route(&m.route_key) } else { ModelState::default() };
+        cooled.set(m.tracked && routing::all_cooled(&state, m.deployments.len(), now_ms));
+        let mut r = self.random.get();
+        let drawn = routing::next_random(&mut r);
+        self.random.set(r);
+        routing::pick(gw.strategy, &m.candidates, &state, now_ms, drawn, n)
+    }
+
+    /// The next fallback of model `from` that takes the request: one the
+    /// team may use, not all in cooldown (unless it is the last). Counts it.
+    fn next_fallback(&self, gw: &Gateway, retry: &mut Retry, from: usize, now_ms: u64, n: u64) -> Option<Forward> {
+        while !retry.remaining.is_empty() {
+            let target = retry.remaining.remove(0);
+            let Some(name) = gw.models.get(target).map(|m| m.name.clone()) else { continue };
+            let cooled = Cell::new(false);
+            let forward = admission::on_body_for(gw, &retry.pending, &retry.body, &name, &mut |_, m| {
+                self.choose(gw, m, now_ms, n, &cooled)
+            });
+            match forward {
+                Ok(f) if !cooled.get() || retry.remaining.is_empty() => {
+                    let from_name = gw.models.get(from).map_or("", |m| m.name.as_str());
+                    let key = Key::new(Metric::Fallbacks, 0, from, 0, u32::try_from(target).unwrap_or_default());
+                    self.stats.add(key, &[("model", from_name), ("fallback", &name)], 1);
+                    return Some(f);
+                }
+                Ok(_) => {}
+                Err(e) => info!("fallback {name} skipped: {}", e.message),
+            }
+        }
+        None
+    }
+
+    /// Sends the request to the next fallback that takes it, off the
+    /// response path (an HTTP call from the filter). False if none is left.
+    fn start_fallback(&mut self) -> bool {
+        let Some(gw) = self.gateway.clone() else { return false };
+        let now = host::now_ms();
+        let n = self.routed.get();
+        let State::Forwarded(flight) = &mut self.state else { return false };
+        let Some(mut retry) = flight.retry.take() else { return false };
+        // The attempt that failed counts against its deployment.
+        record_route(&gw, flight, &self.stats, true, now.saturating_sub(flight.started_ms), 0, now);
+        let from = flight.model;
+        loop {
+            let Some(forward) = self.next_fallback(&gw, &mut retry, from, now, n) else { return false };
+            let Some(dep) = gw.deployments.get(forward.deployment) else { continue };
+            let headers = outgoing_headers(&retry.headers, &forward.headers);
+            let body = match &forward.body_edit {
+                Some(edit) => {
+                    let mut b = edit.prefix.clone();
+                    b.extend_from_slice(retry.body.get(edit.replace..).unwrap_or_default());
+                    b
+                }
+                None => retry.body.clone(),
+            };
+            let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let timeout = Duration::from_millis(dep.timeout_ms.unwrap_or(FALLBACK_TIMEOUT_MS));
+            match hostcalls::dispatch_http_call(&dep.cluster, header_refs, Some(&body), vec![], timeout) {
+                Ok(token) => {
+                    let State::Forwarded(flight) = &mut self.state else { return false };
+                    let route = gw
+                        .models
+                        .get(forward.model)
+                        .filter(|m| m.tracked)
+                        .and_then(|m| m.deployments.iter().position(|&d| d == forward.deployment))
+                        .map(|p| (p, false));
+                    flight.model = forward.model;
+                    flight.deployment = forward.deployment;
+                    flight.wire = forward.wire;
+                    flight.stream = forward.stream;
+                    flight.route = route;
+                    flight.status = None;
+                    flight.calling = Some(token);
+                    flight.retry = Some(retry);
+                    return true;
+                }
+                Err(status) => warn!("calling fallback cluster {} failed: {status:?}", dep.cluster),
+            }
+        }
     }
 
     /// Reserves the request's worst case in the team's ledger. Returns the
@@ -534,24 +710,8 @@ impl Request {
 
         let tokens = usage.input.saturating_add(usage.cached_input).saturating_add(usage.output);
         release_limits(&gw, flight.team, flight.limited, tokens, now);
-        if let Some((position, started)) = flight.route {
-            let failed = flight.status.map_or(true, |s| s == 429 || s >= 500);
-            let ended = routing::Ended { started, failed, latency_ms: elapsed, tokens };
-            let cooldown = gw.cooldown;
-            match shared::update(&SharedData, &model.route_key, |st: &ModelState| {
-                Ok::<_, ()>(routing::on_end(st, position, ended, cooldown, now).0)
-            }) {
-                Ok(Ok((before, after))) => {
-                    let was = before.get(position).cooldown_until_ms;
-                    if after.get(position).cooldown_until_ms != was {
-                        let labels = [("model", m), ("provider", p), ("deployment", dep.authority.as_str())];
-                        s.add(key(Metric::DeploymentCooldowns, u32::try_from(position).unwrap_or_default()), &labels, 1);
-                    }
-                }
-                Ok(Err(())) => {}
-                Err(e) => warn!("{e}"),
-            }
-        }
+        let failed = flight.status.map_or(true, is_failure);
+        record_route(&gw, &flight, s, failed, elapsed, tokens, now);
     }
 
     fn deny(&mut self, team: Option<usize>, error: &ApiError) -> Action {
@@ -582,6 +742,33 @@ fn series<'g>(gw: &'g Gateway, flight: &InFlight, metric: Metric) -> (Key, [(&'s
     (key, labels)
 }
 
+/// What a fallback is tried on: no answer, a 429 or a 5xx.
+fn is_failure(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+/// Records how a request on its deployment ended, in the model's routing
+/// record (if it keeps one); counts a cooldown it starts.
+fn record_route(gw: &Gateway, flight: &InFlight, stats: &Stats, failed: bool, latency_ms: u64, tokens: u64, now: u64) {
+    let Some((position, started)) = flight.route else { return };
+    let (Some(model), Some(dep)) = (gw.models.get(flight.model), gw.deployments.get(flight.deployment)) else { return };
+    let ended = routing::Ended { started, failed, latency_ms, tokens };
+    let cooldown = gw.cooldown;
+    match shared::update(&SharedData, &model.route_key, |st: &ModelState| {
+        Ok::<_, ()>(routing::on_end(st, position, ended, cooldown, now).0)
+    }) {
+        Ok(Ok((before, after))) => {
+            if after.get(position).cooldown_until_ms != before.get(position).cooldown_until_ms {
+                let labels = [("model", model.name.as_str()), ("provider", dep.provider.name()), ("deployment", dep.authority.as_str())];
+                let key = Key::new(Metric::DeploymentCooldowns, 0, flight.model, dep.provider as usize, u32::try_from(position).unwrap_or_default());
+                stats.add(key, &labels, 1);
+            }
+        }
+        Ok(Err(())) => {}
+        Err(e) => warn!("{e}"),
+    }
+}
+
 /// A model's routing record (a fresh one if it cannot be read).
 fn read_route(key: &str) -> ModelState {
     shared::read(&SharedData, key).unwrap_or_else(|e| {
@@ -596,6 +783,21 @@ fn release_limits(gw: &Gateway, team: usize, limited: bool, tokens: u64, now_ms:
     if let Err(e) = shared::update(&SharedData, &t.limits_key, |w: &Window| Ok::<_, ()>(limits::release(w, tokens, now_ms))) {
         error!("{e}");
     }
+}
+
+/// The full header list for a fallback's HTTP call: the client's headers
+/// with the forward's changes, without the client's own framing.
+fn outgoing_headers(client: &[(String, Vec<u8>)], changes: &[(&str, Option<String>)]) -> Vec<(String, String)> {
+    const DROPPED: [&str; 4] = ["transfer-encoding", "connection", "keep-alive", "x-tollgate-cluster"];
+    let mut out: Vec<(String, String)> = client
+        .iter()
+        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k) && !DROPPED.contains(&k.as_str()))
+        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.clone()).ok()?)))
+        .collect();
+    out.extend(changes.iter().filter(|(name, _)| *name != CLUSTER_HEADER && !name.starts_with("x-envoy-")).filter_map(|(name, value)| {
+        value.as_ref().map(|v| ((*name).to_string(), v.clone()))
+    }));
+    out
 }
 
 /// Applies a forward decision to the request Envoy holds: the body edit, and
