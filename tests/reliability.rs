@@ -285,3 +285,56 @@ general_settings: {{stats_flush_interval_ms: 0}}
     assert!(r.header("content-type").is_some_and(|t| t.starts_with("text/event-stream")), "{:?}", r.headers);
     assert!(r.body.contains("chat.completion.chunk") && r.body.trim_end().ends_with("data: [DONE]"), "{}", r.body);
 }
+
+#[test]
+fn usage_based_and_least_busy_spread_by_load() {
+    // usage-based: dep-0 may take 2 requests a minute, dep-1 20; after dep-0
+    // has used its share, dep-1 has the most headroom.
+    let up = Upstream::openai();
+    let base = format!("{}/v1", up.base_url());
+    let gw = Gateway::start(
+        &config("routing_strategy: usage-based", &[(base.clone(), ", rpm: 2"), (base, ", rpm: 20")], ""),
+        &standard_env(),
+    );
+    for _ in 0..12 {
+        assert_eq!(gw.chat(ALPHA_KEY, "m").status, 200);
+    }
+    let s = served(&up);
+    // dep-0 is at 50% of its rpm after one request, dep-1 only after ten.
+    assert!(count(&s, "dep-0") <= 2, "{s:?}");
+
+    // least-busy: while a slow request holds dep-0, the next goes to dep-1.
+    let slow = Upstream::start(|req: &Recorded| {
+        std::thread::sleep(Duration::from_millis(500));
+        openai_reply(req)
+    });
+    let fast = Upstream::openai();
+    let gw = Arc::new(Gateway::start(
+        &config(
+            "routing_strategy: least-busy",
+            &[(format!("{}/v1", slow.base_url()), ""), (format!("{}/v1", fast.base_url()), "")],
+            "",
+        ),
+        &standard_env(),
+    ));
+    // Ties go in turn, per worker; send until one lands on the slow one.
+    let mut held = None;
+    for _ in 0..4 {
+        let gw2 = Arc::clone(&gw);
+        let t = std::thread::spawn(move || gw2.chat(ALPHA_KEY, "m").status);
+        std::thread::sleep(Duration::from_millis(100));
+        if !slow.requests().is_empty() {
+            held = Some(t);
+            break;
+        }
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let held = held.expect("a request reached the slow deployment");
+    let before = fast.requests().len();
+    for _ in 0..3 {
+        assert_eq!(gw.chat(ALPHA_KEY, "m").status, 200);
+    }
+    assert_eq!(fast.requests().len(), before + 3, "busy deployment was picked");
+    assert_eq!(slow.requests().len(), 1);
+    assert_eq!(held.join().unwrap(), 200);
+}
