@@ -397,9 +397,13 @@ fn decide(
     for name in CLIENT_ACCOUNT_HEADERS {
         headers.push((name, None));
     }
+    // Usage is read from the answer, so it must come uncompressed.
+    headers.push(("accept-encoding", Some("identity".to_string())));
     // Envoy's router reads these: the deployment's timeout, and retries on
     // the same deployment. The gateway sets them or removes the client's.
-    headers.push(("x-envoy-upstream-rq-timeout-ms", dep.timeout_ms.map(|ms| ms.to_string())));
+    // Envoy's timeout covers the whole response, so a stream still flowing
+    // would be cut: it applies to answers that come whole.
+    headers.push(("x-envoy-upstream-rq-timeout-ms", dep.timeout_ms.filter(|_| stream.is_none()).map(|ms| ms.to_string())));
     let retries = (gw.num_retries > 0).then(|| gw.num_retries.to_string());
     let retrying = retries.is_some();
     headers.push(("x-envoy-max-retries", retries));

@@ -39,6 +39,10 @@ impl Record for Window {
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.is_empty() {
+            // Created empty when the config was loaded.
+            return Some(Self::default());
+        }
         let [minute, requests, tokens, in_flight] = shared::decode_u64s::<4>(bytes)?;
         Some(Self { minute, requests, tokens, in_flight })
     }

@@ -223,58 +223,91 @@ pub fn all_cooled(state: &ModelState, len: usize, now_ms: u64) -> bool {
     len > 0 && (0..len).all(|i| state.get(i).cooled_down(now_ms))
 }
 
-/// A request starts on deployment `i`.
-pub fn on_start(state: &ModelState, i: usize) -> ModelState {
+/// A request starts on deployment `i`: it is in flight, and counts in the
+/// minute's requests (so a burst sees its own load).
+pub fn on_start(state: &ModelState, i: usize, now_ms: u64) -> ModelState {
     let mut next = state.clone();
     if let Some(d) = next.slot(i) {
+        d.roll(now_ms);
         d.in_flight = d.in_flight.saturating_add(1);
+        d.requests = d.requests.saturating_add(1);
     }
     next
 }
 
 /// How a request on a deployment ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx: its time is a latency sample.
+    Success,
+    /// No answer, a timeout, a 429, a 5xx, or an answer that says the
+    /// deployment is unusable (401, 403, 404, 408).
+    Failure,
+    /// Neither: the client went away first, or the request was at fault
+    /// (another 4xx). Nothing is learned about the deployment.
+    Neutral,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
-    /// Counted in flight at its start ([`on_start`]).
+    /// Counted at its start ([`on_start`]).
     pub started: bool,
-    /// No answer, a 429 or a 5xx.
-    pub failed: bool,
+    pub outcome: Outcome,
     pub latency_ms: u64,
     pub tokens: u64,
 }
 
+/// The latency sample a failure counts as, so that a deployment that only
+/// fails never looks fastest.
+pub const FAILURE_LATENCY_MS: u64 = 10_000;
+
+impl DeploymentState {
+    /// Starts a new minute's counts if the minute has changed.
+    fn roll(&mut self, now_ms: u64) {
+        let minute = now_ms / 60_000;
+        if self.minute != minute {
+            *self = DeploymentState { minute, requests: 0, tokens: 0, ..*self };
+        }
+    }
+}
+
 /// A request on deployment `i` ended. Returns the new state, and whether
-/// this failure put the deployment in cooldown.
+/// this failure put the deployment in cooldown: when its failures in a row
+/// exceed `allowed_fails`, as LiteLLM counts them.
 pub fn on_end(state: &ModelState, i: usize, ended: Ended, cooldown: Option<Cooldown>, now_ms: u64) -> (ModelState, bool) {
     let mut next = state.clone();
     let Some(d) = next.slot(i) else { return (next, false) };
+    d.roll(now_ms);
     if ended.started {
         d.in_flight = d.in_flight.saturating_sub(1);
-    }
-    let minute = now_ms / 60_000;
-    if d.minute != minute {
-        *d = DeploymentState { minute, requests: 0, tokens: 0, ..*d };
-    }
-    d.requests = d.requests.saturating_add(1);
-    d.tokens = d.tokens.saturating_add(ended.tokens);
-    let mut cooled = false;
-    if ended.failed {
-        d.fails = d.fails.saturating_add(1);
-        if let Some(c) = cooldown {
-            if d.fails >= c.allowed_fails && !d.cooled_down(now_ms) {
-                d.cooldown_until_ms = now_ms.saturating_add(c.cooldown_ms);
-                d.fails = 0;
-                cooled = true;
-            }
-        }
     } else {
-        d.fails = 0;
-        // Three tenths of the newest sample.
-        d.latency_ms = if d.latency_ms == 0 {
-            ended.latency_ms.max(1)
-        } else {
-            (d.latency_ms.saturating_mul(7).saturating_add(ended.latency_ms.saturating_mul(3)) / 10).max(1)
-        };
+        d.requests = d.requests.saturating_add(1);
+    }
+    d.tokens = d.tokens.saturating_add(ended.tokens);
+    let sample = match ended.outcome {
+        Outcome::Neutral => return (next, false),
+        Outcome::Success => {
+            d.fails = 0;
+            ended.latency_ms
+        }
+        Outcome::Failure => {
+            d.fails = d.fails.saturating_add(1);
+            ended.latency_ms.max(FAILURE_LATENCY_MS)
+        }
+    };
+    // A moving average: three tenths of the newest sample.
+    d.latency_ms = if d.latency_ms == 0 {
+        sample.max(1)
+    } else {
+        (d.latency_ms.saturating_mul(7).saturating_add(sample.saturating_mul(3)) / 10).max(1)
+    };
+    let mut cooled = false;
+    if let Some(c) = cooldown {
+        if d.fails > c.allowed_fails && !d.cooled_down(now_ms) {
+            d.cooldown_until_ms = now_ms.saturating_add(c.cooldown_ms);
+            d.fails = 0;
+            cooled = true;
+        }
     }
     (next, cooled)
 }
@@ -350,10 +383,11 @@ mod tests {
     #[test]
     fn cooldown_keeps_a_failing_deployment_out_then_lets_it_back() {
         let c = cands(&[1, 1]);
-        let policy = Some(Cooldown { allowed_fails: 2, cooldown_ms: 5_000 });
-        let failed = Ended { started: false, failed: true, latency_ms: 1, tokens: 0 };
+        let policy = Some(Cooldown { allowed_fails: 1, cooldown_ms: 5_000 });
+        let failed = Ended { started: false, outcome: Outcome::Failure, latency_ms: 1, tokens: 0 };
         let (s, cooled) = on_end(&ModelState::default(), 0, failed, policy, NOW);
         assert!(!cooled);
+        // The second failure exceeds allowed_fails: 1.
         let (s, cooled) = on_end(&s, 0, failed, policy, NOW);
         assert!(cooled);
         for r in 0..10 {
@@ -364,8 +398,11 @@ mod tests {
         let (s, _) = on_end(&s, 1, failed, policy, NOW);
         let (s, _) = on_end(&s, 1, failed, policy, NOW);
         assert!(pick(Strategy::SimpleShuffle, &c, &s, NOW + 1, 0, 0).is_some());
-        // A success resets the count.
-        let ok = Ended { failed: false, ..failed };
+        // A success resets the count; a client that went away changes nothing.
+        let (n, _) = on_end(&ModelState::default(), 0, Ended { outcome: Outcome::Neutral, ..failed }, policy, NOW);
+        assert_eq!(n.get(0).fails, 0);
+        assert_eq!(n.get(0).latency_ms, 0);
+        let ok = Ended { outcome: Outcome::Success, ..failed };
         let (s, _) = on_end(&ModelState::default(), 0, failed, policy, NOW);
         let (s, _) = on_end(&s, 0, ok, policy, NOW);
         assert_eq!(s.get(0).fails, 0);
@@ -373,15 +410,18 @@ mod tests {
 
     #[test]
     fn in_flight_latency_and_usage_are_kept() {
-        let s = on_start(&ModelState::default(), 1);
+        let s = on_start(&ModelState::default(), 1, NOW);
         assert_eq!(s.get(1).in_flight, 1);
         assert_eq!(s.0.len(), 2);
-        let ended = Ended { started: true, failed: false, latency_ms: 100, tokens: 42 };
+        let ended = Ended { started: true, outcome: Outcome::Success, latency_ms: 100, tokens: 42 };
         let (s, _) = on_end(&s, 1, ended, None, NOW);
         let d = s.get(1);
         assert_eq!((d.in_flight, d.latency_ms, d.requests, d.tokens), (0, 100, 1, 42));
         let (s, _) = on_end(&s, 1, Ended { latency_ms: 200, ..ended }, None, NOW);
         assert_eq!(s.get(1).latency_ms, 130);
+        // A deployment that only fails never looks fastest.
+        let (f, _) = on_end(&ModelState::default(), 0, Ended { outcome: Outcome::Failure, latency_ms: 5, ..ended }, None, NOW);
+        assert_eq!(f.get(0).latency_ms, FAILURE_LATENCY_MS);
         assert_eq!(ModelState::decode(&s.encode()), Some(s));
     }
 }

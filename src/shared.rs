@@ -55,6 +55,15 @@ pub fn update<T: Record, E>(
     Err(format!("shared record {key}: gave up after {MAX_ATTEMPTS} conflicting updates"))
 }
 
+/// Creates a record (empty) if it does not exist yet, so that every later
+/// update is a compare-and-swap on a versioned value.
+pub fn ensure(store: &dyn Store, key: &str) -> Result<(), String> {
+    if store.get(key)?.0.is_none() {
+        store.set(key, &[], None)?;
+    }
+    Ok(())
+}
+
 /// Little-endian u64 fields, in order.
 pub fn encode_u64s(fields: &[u64]) -> Vec<u8> {
     fields.iter().flat_map(|f| f.to_le_bytes()).collect()

@@ -71,12 +71,13 @@ fn a_failing_deployment_is_cooled_down_across_workers() {
     let up = Upstream::start(half_broken);
     let base = format!("{}/v1", up.base_url());
     let gw = Gateway::start(
-        &config("routing_strategy: simple-shuffle, allowed_fails: 2, cooldown_time: 60", &[(base.clone(), ""), (base, "")], ""),
+        &config("routing_strategy: simple-shuffle, allowed_fails: 1, cooldown_time: 60", &[(base.clone(), ""), (base, "")], ""),
         &standard_env(),
     );
     let statuses: Vec<u16> = (0..30).map(|_| gw.chat(ALPHA_KEY, "m").status).collect();
     let s = served(&up);
-    // Two failures put dep-0 out for a minute, on both workers.
+    // A second failure (more than allowed_fails: 1) puts dep-0 out for a
+    // minute, on both workers.
     assert_eq!(count(&s, "dep-0"), 2, "{s:?}");
     assert_eq!(statuses.iter().filter(|&&st| st == 500).count(), 2, "{statuses:?}");
     assert!(statuses.iter().rev().take(20).all(|&st| st == 200), "{statuses:?}");
@@ -241,7 +242,7 @@ model_list:
     model_info: {{input_cost_per_token: 0.000001, output_cost_per_token: 0.000002}}
   - model_name: backup
     litellm_params: {{model: anthropic/claude-3-5-haiku-20241022, api_base: "{base}", api_key: os.environ/TEST_PROVIDER_KEY}}
-router_settings: {{allowed_fails: 2, cooldown_time: 60, fallbacks: [{{primary: [backup]}}]}}
+router_settings: {{allowed_fails: 1, cooldown_time: 60, fallbacks: [{{primary: [backup]}}]}}
 user_access:
   - user_id: team-alpha
     models: [primary, backup]

@@ -29,6 +29,8 @@ fn assert_forwarded(req: &common::upstream::Recorded, path: &str, upstream_model
     assert!(!req.body_str().contains(ALPHA_KEY));
     // Nor does the routing header.
     assert_eq!(req.header("x-tollgate-cluster"), None);
+    // Answers come uncompressed, so that their usage can be read.
+    assert_eq!(req.header("accept-encoding"), Some("identity"));
 }
 
 #[test]

@@ -481,6 +481,7 @@ fn headers_for_a_keyed_deployment() {
         ("api-key", None),
         ("openai-organization", None),
         ("openai-project", None),
+        ("accept-encoding", Some("identity".into())),
         // No timeout or retries configured: the client's own are removed.
         ("x-envoy-upstream-rq-timeout-ms", None),
         ("x-envoy-max-retries", None),

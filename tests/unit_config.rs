@@ -986,7 +986,7 @@ fn router_settings_and_team_limits() {
     let yaml = edit(
         BASE,
         "router_settings:\n  routing_strategy: simple-shuffle\n",
-        "router_settings: {routing_strategy: latency-based-routing, num_retries: 2, allowed_fails: 0, timeout: 1.5, fallbacks: [{gpt-4o: [claude]}]}\n",
+        "router_settings: {routing_strategy: latency-based-routing, num_retries: 2, disable_cooldowns: true, timeout: 1.5, fallbacks: [{gpt-4o: [claude]}]}\n",
     );
     let c = compiled(&yaml, &base_env());
     assert_eq!(c.gateway.strategy, tollgate::routing::Strategy::LatencyBased);
@@ -996,7 +996,7 @@ fn router_settings_and_team_limits() {
     let gpt4o = c.gateway.model_by_name("gpt-4o").unwrap();
     let claude = c.gateway.model_by_name("claude").unwrap();
     assert_eq!(c.gateway.models[gpt4o].fallbacks, vec![claude]);
-    // Cooldowns are off (allowed_fails: 0); latency-based needs a record for
+    // Cooldowns are off; latency-based needs a record for
     // the model with two deployments only.
     assert!(c.gateway.models[gpt4o].tracked);
     assert!(!c.gateway.models[claude].tracked);

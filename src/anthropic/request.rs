@@ -214,20 +214,23 @@ fn max_tokens(req: &Object) -> Result<u64, TranslateError> {
 }
 
 /// `stop`, a string or an array of strings, as `stop_sequences`.
+/// Anthropic refuses stop sequences that are empty or only white space
+/// (OpenAI clients often send "\n"); those are dropped.
 fn stop_sequences(stop: Option<Value>) -> Result<Vec<String>, TranslateError> {
     let refuse = || TranslateError::param("stop", "stop must be a string or an array of strings.");
-    match stop {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s]),
+    let all: Vec<String> = match stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s],
         Some(Value::Array(items)) => items
             .into_iter()
             .map(|item| match item {
                 Value::String(s) => Ok(s),
                 _ => Err(refuse()),
             })
-            .collect(),
-        Some(_) => Err(refuse()),
-    }
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(refuse()),
+    };
+    Ok(all.into_iter().filter(|s| !s.trim().is_empty()).collect())
 }
 
 /// Anthropic's `system` (None when there is none) and `messages`.
@@ -803,6 +806,7 @@ mod tests {
             json!(["a", "b"])
         );
         assert_eq!(refusal(json!({"messages": [user("x")], "stop": [1]})).param, Some("stop"));
+        assert_eq!(translate(json!({"messages": [user("x")], "stop": ["\n", "", "END"]}))["stop_sequences"], json!(["END"]));
         assert_eq!(refusal(json!({"messages": [user("x")], "temperature": "hot"})).param, Some("temperature"));
     }
 

@@ -19,7 +19,8 @@ use crate::request::Endpoint;
 use crate::routing::{self, Candidate, Cooldown, Strategy};
 use crate::upstream::{ClusterNaming, UpstreamUrl};
 
-/// LiteLLM's cooldown defaults: three failures in a row, five seconds out.
+/// LiteLLM's cooldown defaults: a fourth failure in a row (more than three
+/// allowed) puts a deployment out for five seconds.
 const DEFAULT_ALLOWED_FAILS: u64 = 3;
 const DEFAULT_COOLDOWN_SECS: f64 = 5.0;
 
@@ -139,10 +140,10 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     let default_timeout_ms = seconds_to_ms(&mut cx, "router_settings.timeout", router.timeout);
     let cooldown_ms = seconds_to_ms(&mut cx, "router_settings.cooldown_time", router.cooldown_time)
         .unwrap_or((DEFAULT_COOLDOWN_SECS * 1000.0) as u64);
-    let cooldown = match router.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS) {
-        0 => None,
-        allowed_fails => Some(Cooldown { allowed_fails, cooldown_ms }),
-    };
+    let cooldown = (!router.disable_cooldowns.unwrap_or(false)).then(|| Cooldown {
+        allowed_fails: router.allowed_fails.unwrap_or(DEFAULT_ALLOWED_FAILS),
+        cooldown_ms,
+    });
     let num_retries = router.num_retries.unwrap_or(0);
     if num_retries > 10 {
         cx.error("router_settings.num_retries", format!("{num_retries} is too many; use at most 10"));

@@ -74,9 +74,12 @@ pub struct RouterSettings {
     /// Retries on the same deployment (Envoy's router retries).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_retries: Option<u32>,
-    /// Failures in a row that put a deployment in cooldown.
+    /// Failures in a row a deployment may have; one more puts it in cooldown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_fails: Option<u64>,
+    /// Turns cooldowns off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_cooldowns: Option<bool>,
     /// Seconds a deployment stays in cooldown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_time: Option<f64>,

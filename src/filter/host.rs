@@ -35,11 +35,12 @@ pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str>
 }
 
 /// Replaces all request headers in one hostcall: `headers` less the names in
-/// `changes`, plus the changes that set a value.
+/// `changes` and any `x-envoy-*` header (those steer Envoy's router: only
+/// the gateway sets them), plus the changes that set a value.
 pub fn rewrite_request_headers(headers: &[(String, Vec<u8>)], changes: &[(&str, Option<String>)]) -> bool {
     let mut out: Vec<(&str, &[u8])> = headers
         .iter()
-        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k))
+        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k) && !k.starts_with("x-envoy-"))
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
     out.extend(changes.iter().filter_map(|(name, value)| value.as_ref().map(|v| (*name, v.as_bytes()))));

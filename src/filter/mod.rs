@@ -117,6 +117,15 @@ impl RootContext for Root {
                 }
             }
         }
+        // Shared records exist before traffic, so every update is a compare-and-swap.
+        let route_keys = gw.models.iter().filter(|m| m.tracked).map(|m| m.route_key.as_str());
+        let limit_keys = gw.teams.iter().filter(|t| t.limits.any()).map(|t| t.limits_key.as_str());
+        for key in route_keys.chain(limit_keys) {
+            if let Err(e) = shared::ensure(&SharedData, key) {
+                error!("{e}");
+                return false;
+            }
+        }
         info!("configured {} models, {} deployments, {} teams", gw.models.len(), gw.deployments.len(), gw.teams.len());
         // Seeded from the VM's own randomness (WASI random_get), once.
         self.random.set({
@@ -208,7 +217,9 @@ struct Retry {
 
 /// How long a fallback call may take, for deployments without a timeout
 /// (the route's own timeout).
-const FALLBACK_TIMEOUT_MS: u64 = 600_000;
+/// Under Envoy's default stream idle timeout (5 minutes), which runs on the
+/// client's side while the call is made.
+const FALLBACK_TIMEOUT_MS: u64 = 240_000;
 
 impl Context for Request {
     /// A fallback's answer: another fallback if it failed too, else the
@@ -233,6 +244,12 @@ impl Context for Request {
             return;
         }
         let State::Forwarded(flight) = &mut self.state else { return };
+        if body_size > accounting::RESPONSE_COPY_LIMIT {
+            warn!("a fallback's answer of {body_size} bytes is over the limit");
+            host::send_error(&ApiError::bad_gateway("the fallback's answer is too large to pass on"));
+            self.settle();
+            return;
+        }
         let body = match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
             Ok(b) => b.unwrap_or_default(),
             Err(status) => {
@@ -457,6 +474,14 @@ impl HttpContext for Request {
         Action::Continue
     }
 
+    /// A response held for a fallback or a whole translation stays held.
+    fn on_http_response_trailers(&mut self, _trailers: usize) -> Action {
+        match &self.state {
+            State::Forwarded(f) if f.calling.is_some() || matches!(f.reader, Some(Reader::Whole { .. })) => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+
     fn on_log(&mut self) {
         // The stream is over: settle what the response callbacks did not
         // (a client that went away, an upstream reset, a body-less response).
@@ -518,8 +543,8 @@ impl Request {
         }
         let route = gw.models.get(forward.model).filter(|m| m.tracked).and_then(|m| {
             let position = m.deployments.iter().position(|&d| d == forward.deployment)?;
-            let counted = gw.strategy == Strategy::LeastBusy
-                && shared::update(&SharedData, &m.route_key, |s: &ModelState| Ok::<_, ()>(routing::on_start(s, position)))
+            let counted = matches!(gw.strategy, Strategy::LeastBusy | Strategy::UsageBased)
+                && shared::update(&SharedData, &m.route_key, |s: &ModelState| Ok::<_, ()>(routing::on_start(s, position, started_ms)))
                     .map_err(|e| warn!("{e}"))
                     .is_ok();
             Some((position, counted))
@@ -586,8 +611,10 @@ impl Request {
         let n = self.routed.get();
         let State::Forwarded(flight) = &mut self.state else { return false };
         let Some(mut retry) = flight.retry.take() else { return false };
-        // The attempt that failed counts against its deployment.
-        record_route(&gw, flight, &self.stats, true, now.saturating_sub(flight.started_ms), 0, now);
+        // The attempt that failed counts against its deployment, once.
+        let outcome = flight.status.map_or(routing::Outcome::Failure, |s| outcome_of(Some(s)));
+        record_route(&gw, flight, &self.stats, outcome, now.saturating_sub(flight.started_ms), 0, now);
+        flight.route = None;
         let from = flight.model;
         loop {
             let Some(forward) = self.next_fallback(&gw, &mut retry, from, now, n) else { return false };
@@ -632,8 +659,15 @@ impl Request {
     fn reserve(&self, gw: &Gateway, team: usize, forward: &Forward) -> Result<u64, ApiError> {
         let Some(t) = gw.teams.get(team) else { return Ok(0) };
         let Some(budget) = t.budget_micro else { return Ok(0) };
-        let price = gw.deployments.get(forward.deployment).and_then(|d| d.price);
-        let worst = accounting::worst_case_micro(price, forward.estimate);
+        // A fallback may cost more: the reservation covers the dearest
+        // deployment the request may end on.
+        let fallbacks = gw.models.get(forward.model).map(|m| m.fallbacks.as_slice()).unwrap_or_default();
+        let worst = std::iter::once(forward.deployment)
+            .chain(fallbacks.iter().filter_map(|&f| gw.models.get(f)).flat_map(|m| m.deployments.iter().copied()))
+            .filter_map(|d| gw.deployments.get(d))
+            .map(|d| accounting::worst_case_micro(d.price, forward.estimate))
+            .max()
+            .unwrap_or(0);
         match budget::update(&SharedData, &t.ledger_key, |l| budget::admit(l, budget, worst)) {
             Ok(Ok(_)) => Ok(worst),
             Ok(Err(ledger)) => Err(ApiError::budget_exceeded(&t.id, ledger.spent, ledger.reserved, budget)),
@@ -710,8 +744,7 @@ impl Request {
 
         let tokens = usage.input.saturating_add(usage.cached_input).saturating_add(usage.output);
         release_limits(&gw, flight.team, flight.limited, tokens, now);
-        let failed = flight.status.map_or(true, is_failure);
-        record_route(&gw, &flight, s, failed, elapsed, tokens, now);
+        record_route(&gw, &flight, s, outcome_of(flight.status), elapsed, tokens, now);
     }
 
     fn deny(&mut self, team: Option<usize>, error: &ApiError) -> Action {
@@ -742,17 +775,29 @@ fn series<'g>(gw: &'g Gateway, flight: &InFlight, metric: Metric) -> (Key, [(&'s
     (key, labels)
 }
 
-/// What a fallback is tried on: no answer, a 429 or a 5xx.
+/// What a fallback is tried on: no connection, a timeout (Envoy's 503 and
+/// 504), a 429 or a 5xx.
 fn is_failure(status: u16) -> bool {
     status == 429 || status >= 500
 }
 
+/// What an answer says about the deployment that gave it.
+fn outcome_of(status: Option<u16>) -> routing::Outcome {
+    match status {
+        // The client went away before any answer.
+        None => routing::Outcome::Neutral,
+        Some(200..=299) => routing::Outcome::Success,
+        Some(s) if is_failure(s) || matches!(s, 401 | 403 | 404 | 408) => routing::Outcome::Failure,
+        Some(_) => routing::Outcome::Neutral,
+    }
+}
+
 /// Records how a request on its deployment ended, in the model's routing
 /// record (if it keeps one); counts a cooldown it starts.
-fn record_route(gw: &Gateway, flight: &InFlight, stats: &Stats, failed: bool, latency_ms: u64, tokens: u64, now: u64) {
+fn record_route(gw: &Gateway, flight: &InFlight, stats: &Stats, outcome: routing::Outcome, latency_ms: u64, tokens: u64, now: u64) {
     let Some((position, started)) = flight.route else { return };
     let (Some(model), Some(dep)) = (gw.models.get(flight.model), gw.deployments.get(flight.deployment)) else { return };
-    let ended = routing::Ended { started, failed, latency_ms, tokens };
+    let ended = routing::Ended { started, outcome, latency_ms, tokens };
     let cooldown = gw.cooldown;
     match shared::update(&SharedData, &model.route_key, |st: &ModelState| {
         Ok::<_, ()>(routing::on_end(st, position, ended, cooldown, now).0)
@@ -791,7 +836,7 @@ fn outgoing_headers(client: &[(String, Vec<u8>)], changes: &[(&str, Option<Strin
     const DROPPED: [&str; 4] = ["transfer-encoding", "connection", "keep-alive", "x-tollgate-cluster"];
     let mut out: Vec<(String, String)> = client
         .iter()
-        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k) && !DROPPED.contains(&k.as_str()))
+        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k) && !DROPPED.contains(&k.as_str()) && !k.starts_with("x-envoy-"))
         .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.clone()).ok()?)))
         .collect();
     out.extend(changes.iter().filter(|(name, _)| *name != CLUSTER_HEADER && !name.starts_with("x-envoy-")).filter_map(|(name, value)| {
