@@ -29,6 +29,8 @@ pub struct Head<'a> {
     pub content_length: Option<&'a str>,
     /// Whether the client sent `anthropic-version`.
     pub anthropic_version: bool,
+    /// The host's clock, ms since the epoch (for JWT expiry).
+    pub now_ms: u64,
 }
 
 #[derive(Debug, PartialEq)]
@@ -62,7 +64,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
             if head.method != "GET" {
                 return deny(None, ApiError::method_not_allowed(head.method, head.path, "GET"));
             }
-            let team = match auth::authenticate(gw, head.authorization) {
+            let team = match auth::authenticate(gw, head.authorization, head.now_ms) {
                 Ok(t) => t,
                 Err(e) => return deny(None, e),
             };
@@ -86,7 +88,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
             }
             let authenticated = match (endpoint, head.authorization, head.api_key) {
                 (Endpoint::Messages, None, Some(key)) => auth::authenticate_key(gw, key),
-                _ => auth::authenticate(gw, head.authorization),
+                _ => auth::authenticate(gw, head.authorization, head.now_ms),
             };
             let team = match authenticated {
                 Ok(t) => t,

@@ -8,6 +8,7 @@
 
 use crate::config::{key_bucket, secret::sha256, Gateway};
 use crate::errors::ApiError;
+use crate::jwt;
 
 /// The token of an `Authorization: Bearer <token>` header value.
 pub fn bearer_token(header: &str) -> Option<&str> {
@@ -32,7 +33,7 @@ pub fn team_for_key(gw: &Gateway, key: &str) -> Option<usize> {
 }
 
 /// Authenticates a request from its `Authorization` header.
-pub fn authenticate(gw: &Gateway, authorization: Option<&str>) -> Result<usize, ApiError> {
+pub fn authenticate(gw: &Gateway, authorization: Option<&str>, now_ms: u64) -> Result<usize, ApiError> {
     let Some(header) = authorization else {
         return Err(ApiError::unauthenticated(
             "No API key provided. Send your team key in the header 'Authorization: Bearer <key>'.",
@@ -43,12 +44,23 @@ pub fn authenticate(gw: &Gateway, authorization: Option<&str>) -> Result<usize, 
             "The Authorization header must be 'Bearer <key>', with your team key.",
         ));
     };
+    if let Some(auth) = gw.jwt.as_deref().filter(|_| jwt::looks_like_jwt(token)) {
+        return team_for_jwt(gw, auth, token, now_ms);
+    }
     team_for_key(gw, token).ok_or_else(|| {
         ApiError::unauthenticated(format!(
             "Incorrect API key provided: {}. Use the key your platform team issued to your team.",
             mask(token)
         ))
     })
+}
+
+/// A JWT's team, once the token is verified.
+fn team_for_jwt(gw: &Gateway, auth: &jwt::JwtAuth, token: &str, now_ms: u64) -> Result<usize, ApiError> {
+    let refuse = |why: String| ApiError::unauthenticated(format!("Invalid token: {why}."));
+    let verified = jwt::verify(auth, token, now_ms / 1000).map_err(refuse)?;
+    let team = jwt::team_claim(&verified, &auth.team_claim, |t| gw.team_index.contains_key(t)).map_err(refuse)?;
+    gw.team_index.get(team).copied().ok_or_else(|| refuse(format!("no team \"{team}\"")))
 }
 
 /// Authenticates a key sent bare, as Anthropic's SDKs send `x-api-key`.

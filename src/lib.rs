@@ -7,7 +7,8 @@
 //! | [`config`] | what the config file says, checked and indexed |
 //! | [`request`] | which endpoint a path is |
 //! | [`json_scan`] | where the model is in a body, without parsing it all |
-//! | [`auth`] | which team a key belongs to |
+//! | [`auth`] | which team a key or a JWT belongs to |
+//! | [`jwt`] | JWT verification: keys, algorithms, claims |
 //! | [`access`] | whether that team may use that model |
 //! | [`routing`] | which deployment serves the request: strategies, cooldowns |
 //! | [`limits`] | team rate limits: requests and tokens a minute, requests in flight |
@@ -43,6 +44,7 @@ pub mod budget;
 pub mod config;
 pub mod errors;
 pub mod json_scan;
+pub mod jwt;
 pub mod limits;
 pub mod metrics;
 pub mod pricing;

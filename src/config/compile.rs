@@ -19,6 +19,8 @@ use crate::request::Endpoint;
 use crate::routing::{self, Candidate, Cooldown, Strategy};
 use crate::upstream::{ClusterNaming, UpstreamUrl};
 
+mod jwt;
+
 /// LiteLLM's cooldown defaults: a fourth failure in a row (more than three
 /// allowed) puts a deployment out for five seconds.
 const DEFAULT_ALLOWED_FAILS: u64 = 3;
@@ -262,6 +264,9 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         teams.push(team);
     }
 
+    let jwt = file.auth.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|j| jwt::compile(&mut cx, j)).map(std::sync::Arc::new);
+    let team_index: HashMap<String, usize> = teams.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+
     if file.user_access.is_empty() {
         cx.warnings.push("user_access is empty: no caller can authenticate, so every request gets 401".to_string());
     }
@@ -278,6 +283,8 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
             strategy,
             cooldown,
             num_retries,
+            jwt,
+            team_index,
             model_index,
             key_buckets,
         },

@@ -84,6 +84,10 @@ pub struct Gateway {
     pub cooldown: Option<Cooldown>,
     /// Router retries on the same deployment.
     pub num_retries: u32,
+    /// `auth.jwt`, if callers may present JWTs.
+    pub jwt: Option<std::sync::Arc<crate::jwt::JwtAuth>>,
+    /// Teams by `user_id`.
+    pub team_index: HashMap<String, usize>,
     model_index: HashMap<String, usize>,
     /// Team keys by the first 8 bytes of their SHA-256 digest; see `auth`.
     key_buckets: HashMap<u64, Vec<TeamKey>>,

@@ -17,6 +17,57 @@ pub struct ConfigFile {
     pub user_access: Vec<TeamEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub general_settings: Option<GeneralSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSettings>,
+}
+
+/// How callers authenticate besides team keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSettings>,
+}
+
+/// JWT bearer tokens from an identity provider.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+    /// Algorithms accepted (default: those the keys can verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithms: Option<Vec<String>>,
+    /// Seconds of clock skew tolerated on exp, nbf and iat (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<u64>,
+    #[serde(default)]
+    pub keys: Vec<JwtKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The claim that names the team (default `team`); for a list (as
+    /// `groups`), its first entry that is a team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_claim: Option<String>,
+}
+
+/// One verifying key: a PEM public key, a JWK, or an HMAC secret.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `os.environ/NAME` (or a literal, warned), for HS256/384/512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// One deployment. Entries that share a `model_name` are deployments of one model.

@@ -300,6 +300,7 @@ impl HttpContext for Request {
             api_key: host::find(&headers, "x-api-key"),
             content_length: host::find(&headers, "content-length"),
             anthropic_version: host::find(&headers, "anthropic-version").is_some(),
+            now_ms: host::now_ms(),
         };
         match admission::on_head(&gw, &head) {
             HeadDecision::PassThrough => Action::Continue,
@@ -310,7 +311,7 @@ impl HttpContext for Request {
             }
             HeadDecision::Deny { team, error } => self.deny(team, &error),
             HeadDecision::ReadBody(pending) => {
-                let started_ms = host::now_ms();
+                let started_ms = head.now_ms;
                 if end_of_stream {
                     // No body will follow: decide on an empty one.
                     self.finish(&gw, &pending, &[], started_ms, &headers)
