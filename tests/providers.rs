@@ -20,23 +20,7 @@ fn run_sdk(script: &str, args: &[&str]) -> String {
     text
 }
 
-fn metric(gw: &Gateway, series: &str) -> Option<f64> {
-    let text = get(&gw.url("/metrics"), None).unwrap().body;
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
 
-/// Waits for a series to reach a value (stats are flushed on a timer).
-fn wait_metric(gw: &Gateway, series: &str, want: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(12);
-    loop {
-        let got = metric(gw, series);
-        if got == Some(want) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{series} is {got:?}, expected {want}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn claude_config(up: &Upstream) -> String {
     let base = up.base_url();
@@ -96,9 +80,9 @@ fn the_openai_sdk_calls_claude_with_tools_plain_and_streamed() {
 
     // Seven successful calls: 10 input + 3 cache writes (billed as input),
     // 2 cache reads and 5 output tokens each; the overloaded one costs nothing.
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"input\"}}"), 7.0 * 13.0);
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"cached_input\"}}"), 7.0 * 2.0);
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"output\"}}"), 7.0 * 5.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"input\"}}"), 7.0 * 13.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"cached_input\"}}"), 7.0 * 2.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"output\"}}"), 7.0 * 5.0);
 }
 
 #[test]
@@ -120,8 +104,8 @@ fn anthropic_sdk_uses_messages_with_its_team_key() {
     }
     // Passed through untouched: the system prompt stays top-level.
     assert_eq!(reqs[0].json()["system"], "Be terse.");
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"input\"}}"), 3.0 * 13.0);
-    wait_metric(&gw, &format!("{CLAUDE_TOKENS}\"output\"}}"), 3.0 * 5.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"input\"}}"), 3.0 * 13.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"output\"}}"), 3.0 * 5.0);
 }
 
 #[test]

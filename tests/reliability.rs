@@ -10,10 +10,6 @@ use std::time::Duration;
 use common::upstream::{openai_reply, Recorded, Reply, Upstream};
 use common::*;
 
-fn metric(gw: &Gateway, series: &str) -> Option<f64> {
-    let text = get(&gw.url("/metrics"), None).unwrap().body;
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
 
 /// A model "m" with one deployment per (api_base, extra params) entry, and
 /// team-alpha allowed to call it, with extra team settings.
@@ -85,7 +81,7 @@ fn a_failing_deployment_is_cooled_down_across_workers() {
         r#"tollgate_deployment_cooldowns_total{{model="m",provider="openai",deployment="127.0.0.1:{}"}}"#,
         up.port()
     );
-    assert_eq!(metric(&gw, &series), Some(1.0));
+    assert_eq!(gw.metric(&series), Some(1.0));
 }
 
 #[test]
@@ -185,7 +181,7 @@ fn a_team_over_its_rpm_is_told_when_to_retry() {
     assert_eq!(r.header("x-ratelimit-limit-requests"), Some("3"));
     assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
     assert_eq!(up.requests().len(), 3);
-    assert_eq!(metric(&gw, r#"tollgate_denied_total{team="team-alpha",reason="rate_limited"}"#), Some(1.0));
+    assert_eq!(gw.metric(r#"tollgate_denied_total{team="team-alpha",reason="rate_limited"}"#), Some(1.0));
 }
 
 #[test]
@@ -272,10 +268,10 @@ general_settings: {{stats_flush_interval_ms: 0}}
         assert_eq!(r.json()["model"], "claude-3-5-haiku-20241022");
         assert!(r.json()["max_tokens"].is_u64());
     }
-    assert_eq!(metric(&gw, r#"tollgate_fallbacks_total{model="primary",fallback="backup"}"#), Some(8.0));
+    assert_eq!(gw.metric(r#"tollgate_fallbacks_total{model="primary",fallback="backup"}"#), Some(8.0));
     // Tokens are counted for the model that answered.
     assert_eq!(
-        metric(&gw, r#"tollgate_tokens_total{team="team-alpha",model="backup",provider="anthropic",type="output"}"#),
+        gw.metric(r#"tollgate_tokens_total{team="team-alpha",model="backup",provider="anthropic",type="output"}"#),
         Some(40.0)
     );
 

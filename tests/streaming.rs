@@ -132,22 +132,7 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     }
 }
 
-fn metric(gw: &Gateway, series: &str) -> Option<f64> {
-    let text = get(&gw.url("/metrics"), None).unwrap().body;
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
 
-fn wait_metric(gw: &Gateway, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(12);
-    loop {
-        let got = metric(gw, series);
-        if got == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{series} is {got:?}, expected {want}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 const TOKENS: &str = r#"tollgate_tokens_total{team="team-alpha",model="gpt-4o-mini",provider="openai",type="#;
 
@@ -180,16 +165,16 @@ fn a_stream_passes_chunk_by_chunk_and_is_counted_exactly() {
     assert_eq!(up.requests()[2].json()["stream_options"], json!({"include_usage": true, "other": 1}));
 
     // Three streams, each reporting 11 prompt and 5 completion tokens.
-    wait_metric(&gw, &format!("{TOKENS}\"input\"}}"), 33.0);
-    wait_metric(&gw, &format!("{TOKENS}\"output\"}}"), 15.0);
-    wait_metric(&gw, r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#, 3.0 * 21.0);
-    assert_eq!(metric(&gw, r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#), None);
-    wait_metric(&gw, r#"tollgate_time_to_first_token_milliseconds_count{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#, 3.0);
-    wait_metric(&gw, r#"tollgate_request_duration_milliseconds_count{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#, 3.0);
+    gw.wait_metric(&format!("{TOKENS}\"input\"}}"), 33.0);
+    gw.wait_metric(&format!("{TOKENS}\"output\"}}"), 15.0);
+    gw.wait_metric(r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#, 3.0 * 21.0);
+    assert_eq!(gw.metric(r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#), None);
+    gw.wait_metric(r#"tollgate_time_to_first_token_milliseconds_count{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#, 3.0);
+    gw.wait_metric(r#"tollgate_request_duration_milliseconds_count{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#, 3.0);
     // Time to first token is well under a pause; the whole request is over 6.
-    let ttft_sum = metric(&gw, r#"tollgate_time_to_first_token_milliseconds_sum{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#).unwrap();
+    let ttft_sum = gw.metric(r#"tollgate_time_to_first_token_milliseconds_sum{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#).unwrap();
     assert!(ttft_sum / 3.0 < 250.0, "mean TTFT {ttft_sum}");
-    let dur_sum = metric(&gw, r#"tollgate_request_duration_milliseconds_sum{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#).unwrap();
+    let dur_sum = gw.metric(r#"tollgate_request_duration_milliseconds_sum{team="team-alpha",model="gpt-4o-mini",provider="openai"}"#).unwrap();
     assert!(dur_sum / 3.0 > 1500.0, "mean duration {dur_sum}");
 }
 
@@ -219,13 +204,13 @@ fn a_stream_the_client_abandons_is_still_billed() {
     // Billed on estimates: the prompt (body bytes / 4) and the 7 characters
     // that passed ("Hel" + "lo, "), 4 characters a token.
     let input = (body.len() as f64 / 4.0).ceil();
-    wait_metric(&gw, r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#, 1.0);
-    wait_metric(&gw, &format!("{TOKENS}\"input\"}}"), input);
-    wait_metric(&gw, &format!("{TOKENS}\"output\"}}"), 2.0);
+    gw.wait_metric(r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#, 1.0);
+    gw.wait_metric(&format!("{TOKENS}\"input\"}}"), input);
+    gw.wait_metric(&format!("{TOKENS}\"output\"}}"), 2.0);
     let spend = input + 2.0 * 2.0;
-    wait_metric(&gw, r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#, spend);
+    gw.wait_metric(r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini"}"#, spend);
     // The reservation was released: only the spend left the budget.
-    wait_metric(&gw, r#"tollgate_budget_remaining_micro_usd{team="team-alpha"}"#, 100_000_000.0 - spend);
+    gw.wait_metric(r#"tollgate_budget_remaining_micro_usd{team="team-alpha"}"#, 100_000_000.0 - spend);
 }
 
 #[test]
@@ -238,8 +223,8 @@ fn a_stream_the_provider_cuts_off_is_still_billed() {
     let gw = Gateway::start(&config(&up), &standard_env());
     let (_, _, body) = stream(gw.port, &stream_body(None));
     assert!(String::from_utf8_lossy(&body).contains("abcdefgh"));
-    wait_metric(&gw, r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#, 1.0);
-    wait_metric(&gw, &format!("{TOKENS}\"output\"}}"), 2.0);
+    gw.wait_metric(r#"tollgate_estimated_requests_total{team="team-alpha",model="gpt-4o-mini"}"#, 1.0);
+    gw.wait_metric(&format!("{TOKENS}\"output\"}}"), 2.0);
 }
 
 #[test]

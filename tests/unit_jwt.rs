@@ -89,20 +89,9 @@ fn each_algorithm_verifies_its_own_tokens() {
 
 #[test]
 fn a_jwk_key_and_a_groups_claim() {
-    fn b64(bytes: &[u8]) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
-    }
     let rs = RS256KeyPair::generate(2048).unwrap().with_key_id("k1");
     let c = rs.public_key().to_components();
-    let keys = format!("      - jwk: {{kty: RSA, kid: k1, alg: RS256, n: \"{}\", e: \"{}\"}}\n", b64(&c.n), b64(&c.e));
+    let keys = format!("      - jwk: {{kty: RSA, kid: k1, alg: RS256, n: \"{}\", e: \"{}\"}}\n", b64url(&c.n), b64url(&c.e));
     let gw = gateway(&keys, "    team_claim: groups\n");
     let groups = Claims::with_custom_claims(json!({"groups": ["staff", "team-b", "team-a"]}), Duration::from_mins(5))
         .with_issuer("https://idp.example.com")

@@ -234,6 +234,27 @@ impl Gateway {
             .sum()
     }
 
+    /// The value of one series on `/metrics`, written in full
+    /// (`name{label="value",...}`).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = get(&self.url("/metrics"), None).unwrap().body;
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Waits (up to 12 s) for a series to reach a value: counters reach
+    /// Envoy on the filter's flush timer.
+    pub fn wait_metric(&self, series: &str, want: f64) {
+        let deadline = Instant::now() + Duration::from_secs(12);
+        loop {
+            let got = self.metric(series);
+            if got == Some(want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} is {got:?}, expected {want}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Posts JSON text with a team key.
     pub fn post(&self, path: &str, key: Option<&str>, body: &str) -> Resp {
         post_bytes(&self.url(path), key, body.as_bytes(), &[]).unwrap()
