@@ -1015,3 +1015,34 @@ fn router_settings_and_team_limits() {
     let errors = compile_errors(&limits, &base_env());
     assert!(errors.iter().any(|e| e.starts_with("user_access[0].rpm_limit: 0 would refuse every request")), "{errors:?}");
 }
+
+#[test]
+fn wildcards_and_access_groups_in_team_models() {
+    let yaml = |models: &str| {
+        format!(
+            r#"
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}}
+    model_info: {{access_groups: [beta]}}
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}}
+  - model_name: claude
+    litellm_params: {{model: anthropic/claude-3-5-haiku-20241022, api_key: os.environ/ANTHROPIC_API_KEY}}
+    model_info: {{access_groups: [beta]}}
+user_access:
+  - user_id: t
+    models: {models}
+"#
+        )
+    };
+    let allowed = |models: &str| -> Vec<bool> { compiled(&yaml(models), &base_env()).gateway.teams[0].allowed.clone() };
+    assert_eq!(allowed("[\"*\"]"), vec![true, true, true]);
+    assert_eq!(allowed("[\"openai/*\"]"), vec![true, true, false]);
+    assert_eq!(allowed("[\"gpt-4o*\"]"), vec![true, true, false]);
+    assert_eq!(allowed("[beta]"), vec![true, false, true]);
+    assert_eq!(allowed("[gpt-4o-mini, beta]"), vec![true, true, true]);
+    let errors = compile_errors(&yaml("[\"mistral/*\", gpt-5]"), &base_env());
+    assert!(errors.iter().any(|e| e.starts_with("user_access[0].models[0]: no model matches \"mistral/*\"")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("user_access[0].models[1]: unknown model \"gpt-5\"")), "{errors:?}");
+}

@@ -156,6 +156,8 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     }
     let mut models: Vec<Model> = Vec::new();
     let mut model_index: HashMap<String, usize> = HashMap::new();
+    // Access groups (`model_info.access_groups`) and their models.
+    let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
     let mut deployments = Vec::new();
     for (i, entry) in file.model_list.iter().enumerate() {
         let base = format!("model_list[{i}]");
@@ -180,6 +182,12 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
                 m
             }
         };
+        for group in entry.model_info.iter().flat_map(|i| i.access_groups.iter().flatten()) {
+            let members = groups.entry(group.clone()).or_default();
+            if !members.contains(&model) {
+                members.push(model);
+            }
+        }
         if let Some(d) = deployment(&mut cx, &base, entry, model, naming) {
             deployments.push(d);
             if let Some(m) = models.get_mut(model) {
@@ -239,9 +247,10 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
             cx.error(format!("{base}.user_id"), format!("duplicate team \"{id}\" (also user_access[{first}])"));
         }
         let team_index = teams.len();
-        let team = team(&mut cx, &base, entry, &models, &deployments, &model_index);
+        let names = Names { models: &models, deployments: &deployments, index: &model_index, groups: &groups };
+        let team = team(&mut cx, &base, entry, &names);
         if entry.max_budget.is_some() && !allow_unpriced {
-            check_priced(&mut cx, &base, entry, &models, &deployments, &model_index);
+            check_priced(&mut cx, &base, entry, &names);
         }
         for (k, raw) in entry.api_keys.iter().enumerate() {
             let path = format!("{base}.api_keys[{k}]");
@@ -446,53 +455,77 @@ fn price(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, upstream_model: &str)
 
 /// A team with a budget may only reach priced deployments: a request to an
 /// unpriced one would cost nothing, and the budget would leak through it.
-fn check_priced(
-    cx: &mut Ctx<'_>,
-    base: &str,
-    entry: &TeamEntry,
-    models: &[Model],
-    deployments: &[Deployment],
-    model_index: &HashMap<String, usize>,
-) {
-    for (j, name) in entry.models.iter().enumerate() {
-        let Some(model) = model_index.get(name).and_then(|m| models.get(*m)) else { continue };
-        let unpriced = model.deployments.iter().filter_map(|d| deployments.get(*d)).find(|d| d.price.is_none());
-        if let Some(d) = unpriced {
-            cx.error(
-                format!("{base}.models[{j}]"),
-                format!(
-                    "team \"{}\" has a max_budget, but model \"{name}\" ({}/{}) has no known price; set model_info.input_cost_per_token and output_cost_per_token on its deployment, or general_settings.allow_unpriced_models: true to count it at zero cost",
-                    entry.user_id,
-                    d.provider.name(),
-                    d.upstream_model
-                ),
-            );
+fn check_priced(cx: &mut Ctx<'_>, base: &str, entry: &TeamEntry, names: &Names<'_>) {
+    for (j, pattern) in entry.models.iter().enumerate() {
+        for model in names.resolve(pattern).iter().filter_map(|m| names.models.get(*m)) {
+            let unpriced = model.deployments.iter().filter_map(|d| names.deployments.get(*d)).find(|d| d.price.is_none());
+            if let Some(d) = unpriced {
+                cx.error(
+                    format!("{base}.models[{j}]"),
+                    format!(
+                        "team \"{}\" has a max_budget, but model \"{}\" ({}/{}) has no known price; set model_info.input_cost_per_token and output_cost_per_token on its deployment, or general_settings.allow_unpriced_models: true to count it at zero cost",
+                        entry.user_id,
+                        model.name,
+                        d.provider.name(),
+                        d.upstream_model
+                    ),
+                );
+            }
         }
     }
 }
 
-fn team(
-    cx: &mut Ctx<'_>,
-    base: &str,
-    entry: &TeamEntry,
-    models: &[Model],
-    deployments: &[Deployment],
-    model_index: &HashMap<String, usize>,
-) -> Team {
+/// What a team's `models` entries can name.
+struct Names<'a> {
+    models: &'a [Model],
+    deployments: &'a [Deployment],
+    index: &'a HashMap<String, usize>,
+    groups: &'a HashMap<String, Vec<usize>>,
+}
+
+impl Names<'_> {
+    /// The models an entry names: a model, an access group, `*` (every
+    /// model), or a prefix ending in `*` matched against model names and
+    /// against deployments' `provider/model` (`openai/*`, `gpt-4o*`).
+    fn resolve(&self, entry: &str) -> Vec<usize> {
+        if let Some(&m) = self.index.get(entry) {
+            return vec![m];
+        }
+        if let Some(members) = self.groups.get(entry) {
+            return members.clone();
+        }
+        let Some(prefix) = entry.strip_suffix('*') else { return Vec::new() };
+        self.models
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| {
+                m.name.starts_with(prefix)
+                    || m.deployments.iter().filter_map(|d| self.deployments.get(*d)).any(|d| {
+                        format!("{}/{}", d.provider.name(), d.upstream_model).starts_with(prefix)
+                    })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+fn team(cx: &mut Ctx<'_>, base: &str, entry: &TeamEntry, names: &Names<'_>) -> Team {
+    let (models, deployments) = (names.models, names.deployments);
     let mut allowed = vec![false; models.len()];
     for (j, name) in entry.models.iter().enumerate() {
-        match model_index.get(name) {
-            Some(&m) => {
-                if let Some(slot) = allowed.get_mut(m) {
-                    *slot = true;
-                }
-            }
-            None => {
-                let known: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-                cx.error(
-                    format!("{base}.models[{j}]"),
-                    format!("unknown model \"{name}\"; model_list has: {}", known.join(", ")),
-                );
+        let matched = names.resolve(name);
+        if matched.is_empty() {
+            let known: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            let message = if name.ends_with('*') {
+                format!("no model matches \"{name}\"; model_list has: {}", known.join(", "))
+            } else {
+                format!("unknown model \"{name}\"; model_list has: {}", known.join(", "))
+            };
+            cx.error(format!("{base}.models[{j}]"), message);
+        }
+        for m in matched {
+            if let Some(slot) = allowed.get_mut(m) {
+                *slot = true;
             }
         }
     }
