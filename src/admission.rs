@@ -42,6 +42,9 @@ pub enum HeadDecision {
     Answer { team: usize, body: String },
     /// Refuse now.
     Deny { team: Option<usize>, error: ApiError },
+    /// Answer `GET /v1/key/info` for this team (the filter reads its
+    /// ledger and window first).
+    KeyInfo { team: usize },
     /// Read the whole body, then call [`on_body`].
     ReadBody(Pending),
 }
@@ -60,6 +63,15 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
     let deny = |team, error| HeadDecision::Deny { team, error };
     match route {
         Route::NotOurs => HeadDecision::PassThrough,
+        Route::KeyInfo => {
+            if head.method != "GET" {
+                return deny(None, ApiError::method_not_allowed(head.method, head.path, "GET"));
+            }
+            match auth::authenticate(gw, head.authorization, head.now_ms) {
+                Ok(team) => HeadDecision::KeyInfo { team },
+                Err(e) => deny(None, e),
+            }
+        }
         Route::ListModels | Route::RetrieveModel(_) => {
             if head.method != "GET" {
                 return deny(None, ApiError::method_not_allowed(head.method, head.path, "GET"));

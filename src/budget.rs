@@ -21,20 +21,36 @@ use crate::shared::{self, Record};
 pub struct Ledger {
     pub spent: u64,
     pub reserved: u64,
+    /// The start of the budget period `spent` counts (0: no periods).
+    pub period_start: u64,
 }
 
 impl Record for Ledger {
     fn encode(&self) -> Vec<u8> {
-        shared::encode_u64s(&[self.spent, self.reserved])
+        shared::encode_u64s(&[self.spent, self.reserved, self.period_start])
     }
 
     fn decode(bytes: &[u8]) -> Option<Ledger> {
+        if let Some([spent, reserved, period_start]) = shared::decode_u64s::<3>(bytes) {
+            return Some(Ledger { spent, reserved, period_start });
+        }
         let [spent, reserved] = shared::decode_u64s::<2>(bytes)?;
-        Some(Ledger { spent, reserved })
+        Some(Ledger { spent, reserved, period_start: 0 })
     }
 }
 
 impl Ledger {
+    /// The ledger in the period that started at `period_start`: a new
+    /// period starts spend from zero (reservations of requests still in
+    /// flight carry over, to be settled in it).
+    pub fn at(self, period_start: u64) -> Ledger {
+        if period_start == self.period_start {
+            self
+        } else {
+            Ledger { spent: 0, period_start, ..self }
+        }
+    }
+
     /// What is left of a budget, not counting reservations.
     pub fn remaining(&self, budget: u64) -> u64 {
         budget.saturating_sub(self.spent)
@@ -51,7 +67,7 @@ pub fn admit(ledger: Ledger, budget: u64, worst_case: u64) -> Result<Ledger, Led
 
 /// Settling: the reservation is released and the actual cost is spent.
 pub fn settle(ledger: Ledger, reserved: u64, actual: u64) -> Ledger {
-    Ledger { spent: ledger.spent.saturating_add(actual), reserved: ledger.reserved.saturating_sub(reserved) }
+    Ledger { spent: ledger.spent.saturating_add(actual), reserved: ledger.reserved.saturating_sub(reserved), ..ledger }
 }
 
 /// USD (as in `max_budget`) to micro-USD.
@@ -127,8 +143,26 @@ mod tests {
     }
 
     #[test]
+    fn a_new_period_starts_spend_from_zero() {
+        use crate::period::Period;
+        // 2026-11-30T23:59:59Z, then the first of December.
+        let (nov, dec) = (1_796_083_199_000, 1_796_083_200_000);
+        let p = Period::Monthly;
+        let l = Ledger { spent: 900, reserved: 50, period_start: p.start(nov) };
+        assert_eq!(l.at(p.start(nov)), l, "the same month keeps its spend");
+        let fresh = l.at(p.start(dec));
+        assert_eq!((fresh.spent, fresh.reserved, fresh.period_start), (0, 50, p.start(dec)));
+        // A request reserved in November and settled in December counts in December.
+        let settled = settle(fresh, 50, 30);
+        assert_eq!((settled.spent, settled.reserved), (30, 0));
+        assert!(admit(l, 900, 10).is_err() && admit(l.at(p.start(dec)), 900, 10).is_ok());
+        // Records written before periods existed still read.
+        assert_eq!(Ledger::decode(&shared::encode_u64s(&[7, 8])), Some(Ledger { spent: 7, reserved: 8, period_start: 0 }));
+    }
+
+    #[test]
     fn encodes_and_decodes() {
-        let l = Ledger { spent: 7, reserved: u64::MAX };
+        let l = Ledger { spent: 7, reserved: u64::MAX, period_start: 0 };
         assert_eq!(Ledger::decode(&l.encode()), Some(l));
         assert_eq!(Ledger::decode(&[1, 2, 3]), None);
     }
@@ -136,12 +170,12 @@ mod tests {
     #[test]
     fn admission_rule() {
         let budget = 100;
-        assert_eq!(admit(Ledger { spent: 0, reserved: 0 }, budget, 30), Ok(Ledger { spent: 0, reserved: 30 }));
-        assert_eq!(admit(Ledger { spent: 60, reserved: 30 }, budget, 30), Ok(Ledger { spent: 60, reserved: 60 }));
-        assert!(admit(Ledger { spent: 60, reserved: 40 }, budget, 1).is_err());
-        assert!(admit(Ledger { spent: 100, reserved: 0 }, budget, 0).is_err());
+        assert_eq!(admit(Ledger { spent: 0, reserved: 0, period_start: 0 }, budget, 30), Ok(Ledger { spent: 0, reserved: 30, period_start: 0 }));
+        assert_eq!(admit(Ledger { spent: 60, reserved: 30, period_start: 0 }, budget, 30), Ok(Ledger { spent: 60, reserved: 60, period_start: 0 }));
+        assert!(admit(Ledger { spent: 60, reserved: 40, period_start: 0 }, budget, 1).is_err());
+        assert!(admit(Ledger { spent: 100, reserved: 0, period_start: 0 }, budget, 0).is_err());
         assert!(admit(Ledger::default(), 0, 0).is_err(), "a zero budget admits nothing");
-        assert_eq!(settle(Ledger { spent: 60, reserved: 60 }, 30, 12), Ledger { spent: 72, reserved: 30 });
+        assert_eq!(settle(Ledger { spent: 60, reserved: 60, period_start: 0 }, 30, 12), Ledger { spent: 72, reserved: 30, period_start: 0 });
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl ApiError {
             ..Self::new(
                 404,
                 DenyReason::BadRequest,
-                "Unknown path. This gateway serves POST /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/messages, and GET /v1/models.".to_string(),
+                "Unknown path. This gateway serves POST /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/messages, and GET /v1/models and /v1/key/info.".to_string(),
             )
         }
     }

@@ -26,6 +26,8 @@
 //! | [`upstream`] | api_base URLs and cluster names |
 //! | [`admission`] | the request path, step by step |
 //! | [`errors`] | OpenAI-shaped errors |
+//! | [`key_info`] | the caller's own standing, for `GET /v1/key/info` |
+//! | [`period`] | budget periods: when spend starts again |
 //!
 //! `filter` (wasm32 only) maps proxy-wasm callbacks onto them; `render`
 //! (feature `cli`) writes the Envoy config.
@@ -44,9 +46,11 @@ pub mod budget;
 pub mod config;
 pub mod errors;
 pub mod json_scan;
+pub mod key_info;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
+pub mod period;
 pub mod pricing;
 pub mod providers;
 pub mod request;

@@ -22,6 +22,7 @@ pub enum Metric {
     Estimated,
     DeploymentCooldowns,
     Fallbacks,
+    SoftBudgetCrossed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,7 @@ impl Metric {
             Self::TimeToFirstToken => "tollgate_time_to_first_token_milliseconds",
             Self::DeploymentCooldowns => "tollgate_deployment_cooldowns_total",
             Self::Fallbacks => "tollgate_fallbacks_total",
+            Self::SoftBudgetCrossed => "tollgate_soft_budget_crossed_total",
         }
     }
 

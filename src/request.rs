@@ -32,6 +32,8 @@ pub enum Route<'a> {
     ListModels,
     /// `GET /v1/models/{model}`.
     RetrieveModel(&'a str),
+    /// `GET /v1/key/info`: the caller's own standing.
+    KeyInfo,
     /// Not a gateway path; Envoy's own routes decide.
     NotOurs,
 }
@@ -47,6 +49,7 @@ pub fn classify(path: &str) -> Route<'_> {
         "/embeddings" => Route::Inference(Endpoint::Embeddings),
         "/messages" => Route::Inference(Endpoint::Messages),
         "/models" | "/models/" => Route::ListModels,
+        "/key/info" => Route::KeyInfo,
         _ => match path.strip_prefix("/models/") {
             Some(model) if !model.is_empty() => Route::RetrieveModel(model),
             _ => Route::NotOurs,
@@ -66,6 +69,7 @@ mod tests {
         assert_eq!(classify("/embeddings"), Route::Inference(Endpoint::Embeddings));
         assert_eq!(classify("/v1/messages"), Route::Inference(Endpoint::Messages));
         assert_eq!(classify("/v1/models"), Route::ListModels);
+        assert_eq!(classify("/v1/key/info?key=x"), Route::KeyInfo);
         assert_eq!(classify("/models"), Route::ListModels);
         assert_eq!(classify("/v1/models/gpt-4.1-mini"), Route::RetrieveModel("gpt-4.1-mini"));
         assert_eq!(classify("/v1"), Route::NotOurs);

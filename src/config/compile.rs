@@ -540,7 +540,24 @@ fn team(cx: &mut Ctx<'_>, base: &str, entry: &TeamEntry, names: &Names<'_>) -> T
             cx.error(format!("{base}.{field}"), "0 would refuse every request; remove the limit or set at least 1");
         }
     }
+    let period = entry.budget_duration.as_deref().and_then(|d| {
+        let parsed = crate::period::Period::parse(d);
+        if parsed.is_none() {
+            cx.error(format!("{base}.budget_duration"), format!("\"{d}\" is not a period; use 30d, 7d, 1d, 12h, daily, weekly or monthly"));
+        }
+        parsed
+    });
+    if period.is_some() && entry.max_budget.is_none() && entry.soft_budget.is_none() {
+        cx.warnings.push(format!("{base}.budget_duration: the team has no max_budget or soft_budget to reset"));
+    }
+    if let Some(b) = entry.soft_budget {
+        if !b.is_finite() || b < 0.0 {
+            cx.error(format!("{base}.soft_budget"), format!("{b} must be an amount of 0 or more, in USD"));
+        }
+    }
     Team {
+        period,
+        soft_budget_micro: entry.soft_budget.map(budget::usd_to_micro),
         limits,
         limits_key: limits::key(&entry.user_id),
         id: entry.user_id.clone(),

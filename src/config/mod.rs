@@ -154,12 +154,26 @@ pub struct Team {
     pub ledger_key: String,
     /// The `GET /v1/models` answer for this team, rendered once.
     pub models_body: String,
+    /// When the budget's spend starts again from zero.
+    pub period: Option<crate::period::Period>,
+    /// `soft_budget` in micro-USD.
+    pub soft_budget_micro: Option<u64>,
     pub limits: Limits,
     /// The shared-data key of the team's rate-limit window.
     pub limits_key: String,
 }
 
 impl Team {
+    /// Whether the team has a ledger: a budget, or a soft budget to watch.
+    pub fn tracks_spend(&self) -> bool {
+        self.budget_micro.is_some() || self.soft_budget_micro.is_some()
+    }
+
+    /// The start of the budget period at `now_ms` (0 without periods).
+    pub fn period_start(&self, now_ms: u64) -> u64 {
+        self.period.map_or(0, |p| p.start(now_ms))
+    }
+
     pub fn may_use(&self, model: usize) -> bool {
         self.allowed.get(model).copied().unwrap_or(false)
     }

@@ -156,6 +156,12 @@ pub struct TeamEntry {
     pub max_budget: Option<f64>,
     #[serde(default)]
     pub api_keys: Vec<String>,
+    /// When spend starts again from zero: `30d`, `daily`, `monthly`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_duration: Option<String>,
+    /// USD; crossing it is counted and logged, once a period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_budget: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpm_limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -103,14 +103,21 @@ impl RootContext for Root {
             }
         }
         // Ledgers exist before traffic, so every update is a compare-and-swap.
+        let now = host::now_ms();
         for (i, team) in gw.teams.iter().enumerate() {
-            let Some(budget) = team.budget_micro else { continue };
+            if !team.tracks_spend() {
+                continue;
+            }
             match budget::ensure(&SharedData, &team.ledger_key) {
-                Ok(ledger) => self.stats.record(
-                    Key::new(Metric::BudgetRemaining, i, 0, 0, 0),
-                    &[("team", &team.id)],
-                    ledger.remaining(budget),
-                ),
+                Ok(ledger) => {
+                    if let Some(budget) = team.budget_micro {
+                        self.stats.record(
+                            Key::new(Metric::BudgetRemaining, i, 0, 0, 0),
+                            &[("team", &team.id)],
+                            ledger.at(team.period_start(now)).remaining(budget),
+                        );
+                    }
+                }
                 Err(e) => {
                     error!("{e}");
                     return false;
@@ -304,6 +311,20 @@ impl HttpContext for Request {
         };
         match admission::on_head(&gw, &head) {
             HeadDecision::PassThrough => Action::Continue,
+            HeadDecision::KeyInfo { team } => {
+                self.state = State::Answered;
+                let t = gw.teams.get(team);
+                let ledger = match t.filter(|t| t.tracks_spend()) {
+                    Some(t) => shared::read(&SharedData, &t.ledger_key).unwrap_or_default(),
+                    None => Ledger::default(),
+                };
+                let window = match t.filter(|t| t.limits.any()) {
+                    Some(t) => shared::read(&SharedData, &t.limits_key).unwrap_or_default(),
+                    None => Window::default(),
+                };
+                host::send_json(200, &crate::key_info::body(&gw, team, ledger, window, head.now_ms));
+                Action::Pause
+            }
             HeadDecision::Answer { body, .. } => {
                 self.state = State::Answered;
                 host::send_json(200, &body);
@@ -530,7 +551,7 @@ impl Request {
                 Err(e) => return self.deny(Some(pending.team), &ApiError::internal(&e).for_endpoint(pending.endpoint)),
             }
         }
-        let reserved = match self.reserve(gw, pending.team, &forward) {
+        let reserved = match self.reserve(gw, pending.team, &forward, started_ms) {
             Ok(reserved) => reserved,
             Err(error) => {
                 release_limits(gw, pending.team, limited, 0, started_ms);
@@ -538,7 +559,7 @@ impl Request {
             }
         };
         if let Err(message) = apply(&forward, headers) {
-            self.release(gw, pending.team, reserved);
+            self.release(gw, pending.team, reserved, started_ms);
             release_limits(gw, pending.team, limited, 0, started_ms);
             return self.deny(Some(pending.team), &ApiError::internal(&message).for_endpoint(pending.endpoint));
         }
@@ -657,7 +678,7 @@ impl Request {
 
     /// Reserves the request's worst case in the team's ledger. Returns the
     /// amount reserved (0 for a team without a budget).
-    fn reserve(&self, gw: &Gateway, team: usize, forward: &Forward) -> Result<u64, ApiError> {
+    fn reserve(&self, gw: &Gateway, team: usize, forward: &Forward, now_ms: u64) -> Result<u64, ApiError> {
         let Some(t) = gw.teams.get(team) else { return Ok(0) };
         let Some(budget) = t.budget_micro else { return Ok(0) };
         // A fallback may cost more: the reservation covers the dearest
@@ -669,16 +690,18 @@ impl Request {
             .map(|d| accounting::worst_case_micro(d.price, forward.estimate))
             .max()
             .unwrap_or(0);
-        match budget::update(&SharedData, &t.ledger_key, |l| budget::admit(l, budget, worst)) {
+        let period = t.period_start(now_ms);
+        match budget::update(&SharedData, &t.ledger_key, |l| budget::admit(l.at(period), budget, worst)) {
             Ok(Ok(_)) => Ok(worst),
             Ok(Err(ledger)) => Err(ApiError::budget_exceeded(&t.id, ledger.spent, ledger.reserved, budget)),
             Err(e) => Err(ApiError::internal(&e)),
         }
     }
 
-    fn release(&self, gw: &Gateway, team: usize, reserved: u64) {
+    fn release(&self, gw: &Gateway, team: usize, reserved: u64, now_ms: u64) {
         if let Some(t) = gw.teams.get(team).filter(|t| t.budget_micro.is_some()) {
-            if let Err(e) = budget::update(&SharedData, &t.ledger_key, |l| Ok::<_, ()>(budget::settle(l, reserved, 0))) {
+            let period = t.period_start(now_ms);
+            if let Err(e) = budget::update(&SharedData, &t.ledger_key, |l| Ok::<_, ()>(budget::settle(l.at(period), reserved, 0))) {
                 error!("{e}");
             }
         }
@@ -701,18 +724,30 @@ impl Request {
         };
         let outcome = accounting::outcome(dep.price, flight.status, usage, flight.estimate, output_seen);
 
-        if let Some(budget) = team.budget_micro {
+        let now = host::now_ms();
+        if team.tracks_spend() {
+            let period = team.period_start(now);
             let settled = budget::update(&SharedData, &team.ledger_key, |l: Ledger| {
-                Ok::<_, ()>(budget::settle(l, flight.reserved, outcome.cost_micro))
+                Ok::<_, ()>(budget::settle(l.at(period), flight.reserved, outcome.cost_micro))
             });
             match settled {
                 Ok(Ok((before, after))) => {
-                    let change = i128::from(after.remaining(budget)) - i128::from(before.remaining(budget));
-                    self.stats.add(
-                        Key::new(Metric::BudgetRemaining, flight.team, 0, 0, 0),
-                        &[("team", &team.id)],
-                        i64::try_from(change).unwrap_or_default(),
-                    );
+                    if let Some(budget) = team.budget_micro {
+                        let change = i128::from(after.remaining(budget)) - i128::from(before.remaining(budget));
+                        self.stats.add(
+                            Key::new(Metric::BudgetRemaining, flight.team, 0, 0, 0),
+                            &[("team", &team.id)],
+                            i64::try_from(change).unwrap_or_default(),
+                        );
+                    }
+                    // Crossing the soft budget: counted once a period (the
+                    // compare-and-swap makes this request the only one that saw it).
+                    if let Some(soft) = team.soft_budget_micro {
+                        if before.at(period).spent < soft && after.spent >= soft {
+                            warn!("team {} crossed its soft budget of {soft} micro-USD this period", team.id);
+                            self.stats.add(Key::new(Metric::SoftBudgetCrossed, flight.team, 0, 0, 0), &[("team", &team.id)], 1);
+                        }
+                    }
                 }
                 Ok(Err(())) => {}
                 Err(e) => error!("{e}"),
@@ -738,7 +773,6 @@ impl Request {
         if outcome.estimated {
             s.add(key(Metric::Estimated, 0), &[("team", t), ("model", m)], 1);
         }
-        let now = host::now_ms();
         let elapsed = now.saturating_sub(flight.started_ms);
         let (duration, labels) = series(&gw, &flight, Metric::Duration);
         s.record(duration, &labels, elapsed);
