@@ -44,7 +44,7 @@ pub enum HeadDecision {
     Deny { team: Option<usize>, error: ApiError },
     /// Answer `GET /v1/key/info` for this team (the filter reads its
     /// ledger and window first).
-    KeyInfo { team: usize },
+    KeyInfo { team: usize, key: Option<usize> },
     /// Read the whole body, then call [`on_body`].
     ReadBody(Pending),
 }
@@ -56,6 +56,8 @@ pub struct Pending {
     pub endpoint: Endpoint,
     /// Whether the client sent `anthropic-version` (kept on `/v1/messages`).
     pub anthropic_version: bool,
+    /// The key's own rules (`Gateway::key_rules`), if it has any.
+    pub key: Option<usize>,
 }
 
 pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
@@ -67,8 +69,8 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
             if head.method != "GET" {
                 return deny(None, ApiError::method_not_allowed(head.method, head.path, "GET"));
             }
-            match auth::authenticate(gw, head.authorization, head.now_ms) {
-                Ok(team) => HeadDecision::KeyInfo { team },
+            match auth::identify(gw, head.authorization, head.now_ms) {
+                Ok(caller) => HeadDecision::KeyInfo { team: caller.team, key: caller.key },
                 Err(e) => deny(None, e),
             }
         }
@@ -99,13 +101,14 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                 return deny(None, ApiError::method_not_allowed(head.method, head.path, "POST"));
             }
             let authenticated = match (endpoint, head.authorization, head.api_key) {
-                (Endpoint::Messages, None, Some(key)) => auth::authenticate_key(gw, key),
-                _ => auth::authenticate(gw, head.authorization, head.now_ms),
+                (Endpoint::Messages, None, Some(key)) => auth::identify_key(gw, key, head.now_ms),
+                _ => auth::identify(gw, head.authorization, head.now_ms),
             };
-            let team = match authenticated {
-                Ok(t) => t,
+            let caller = match authenticated {
+                Ok(c) => c,
                 Err(e) => return deny(None, e),
             };
+            let team = caller.team;
             if let Some(len) = head.content_length {
                 let len = len.trim();
                 let digits = !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit());
@@ -117,7 +120,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                     Err(_) => return deny(Some(team), ApiError::bad_request("The Content-Length header is not a number.")),
                 }
             }
-            HeadDecision::ReadBody(Pending { team, endpoint, anthropic_version: head.anthropic_version })
+            HeadDecision::ReadBody(Pending { team, endpoint, anthropic_version: head.anthropic_version, key: caller.key })
         }
     }
 }
@@ -345,6 +348,15 @@ fn decide(
     let in_body = name;
     let name = instead.map_or_else(|| in_body.to_string(), str::to_string);
     let model = access::check(gw, pending.team, &name)?;
+    if let Some(rule) = pending.key.and_then(|k| gw.key_rules.get(k)) {
+        let allowed = rule.allowed.as_ref().map_or(true, |a| a.get(model).copied().unwrap_or(false));
+        if !allowed {
+            return Err(ApiError::model_not_allowed(format!(
+                "The key \"{}\" may not use the model \"{name}\"; ask for a key that may, or use one of its models.",
+                rule.alias
+            )));
+        }
+    }
     let (deployment, dep) = gw
         .models
         .get(model)

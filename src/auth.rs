@@ -6,7 +6,7 @@
 //! some stored digest shares 8 bytes with the digest of the presented key,
 //! which is of no use without a SHA-256 preimage.
 
-use crate::config::{key_bucket, secret::sha256, Gateway};
+use crate::config::{key_bucket, secret::sha256, Gateway, TeamKey};
 use crate::errors::ApiError;
 use crate::jwt;
 
@@ -22,18 +22,56 @@ pub fn bearer_token(header: &str) -> Option<&str> {
 
 /// The team a key belongs to.
 pub fn team_for_key(gw: &Gateway, key: &str) -> Option<usize> {
+    lookup(gw, key).map(|k| k.team)
+}
+
+fn lookup<'g>(gw: &'g Gateway, key: &str) -> Option<&'g TeamKey> {
     let digest = sha256(key.as_bytes());
     let mut found = None;
     for candidate in gw.keys_in_bucket(key_bucket(&digest)) {
         if constant_time_eq(&candidate.digest, &digest) {
-            found = Some(candidate.team);
+            found = Some(candidate);
         }
     }
     found
 }
 
+/// Who a request comes from: its team, and the key's own rules if the key
+/// has any (`Gateway::key_rules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub team: usize,
+    pub key: Option<usize>,
+}
+
+/// A team key's caller, unless the key has expired.
+fn caller_for_key(gw: &Gateway, key: &str, now_ms: u64) -> Result<Caller, ApiError> {
+    let Some(found) = lookup(gw, key) else {
+        return Err(ApiError::unauthenticated(format!(
+            "Incorrect API key provided: {}. Use the key your platform team issued to your team.",
+            mask(key)
+        )));
+    };
+    if let Some(rule) = found.rules.and_then(|r| gw.key_rules.get(r)) {
+        if let Some(expiry) = rule.expires_ms.filter(|e| now_ms >= *e) {
+            return Err(ApiError::unauthenticated(format!(
+                "The key \"{}\" expired at {}. Ask your platform team for a new one.",
+                rule.alias,
+                crate::period::rfc3339(expiry)
+            )));
+        }
+    }
+    Ok(Caller { team: found.team, key: found.rules })
+}
+
 /// Authenticates a request from its `Authorization` header.
 pub fn authenticate(gw: &Gateway, authorization: Option<&str>, now_ms: u64) -> Result<usize, ApiError> {
+    identify(gw, authorization, now_ms).map(|c| c.team)
+}
+
+/// Authenticates a request from its `Authorization` header: a team key, or
+/// (with `auth.jwt`) a JWT.
+pub fn identify(gw: &Gateway, authorization: Option<&str>, now_ms: u64) -> Result<Caller, ApiError> {
     let Some(header) = authorization else {
         return Err(ApiError::unauthenticated(
             "No API key provided. Send your team key in the header 'Authorization: Bearer <key>'.",
@@ -45,14 +83,9 @@ pub fn authenticate(gw: &Gateway, authorization: Option<&str>, now_ms: u64) -> R
         ));
     };
     if let Some(auth) = gw.jwt.as_deref().filter(|_| jwt::looks_like_jwt(token)) {
-        return team_for_jwt(gw, auth, token, now_ms);
+        return team_for_jwt(gw, auth, token, now_ms).map(|team| Caller { team, key: None });
     }
-    team_for_key(gw, token).ok_or_else(|| {
-        ApiError::unauthenticated(format!(
-            "Incorrect API key provided: {}. Use the key your platform team issued to your team.",
-            mask(token)
-        ))
-    })
+    caller_for_key(gw, token, now_ms)
 }
 
 /// A JWT's team, once the token is verified.
@@ -64,13 +97,8 @@ fn team_for_jwt(gw: &Gateway, auth: &jwt::JwtAuth, token: &str, now_ms: u64) -> 
 }
 
 /// Authenticates a key sent bare, as Anthropic's SDKs send `x-api-key`.
-pub fn authenticate_key(gw: &Gateway, key: &str) -> Result<usize, ApiError> {
-    team_for_key(gw, key.trim()).ok_or_else(|| {
-        ApiError::unauthenticated(format!(
-            "Incorrect API key provided: {}. Use the key your platform team issued to your team.",
-            mask(key)
-        ))
-    })
+pub fn identify_key(gw: &Gateway, key: &str, now_ms: u64) -> Result<Caller, ApiError> {
+    caller_for_key(gw, key.trim(), now_ms)
 }
 
 /// A key shown in an error: enough to recognise it, not enough to use it.

@@ -116,6 +116,15 @@ impl ApiError {
 
     /// 429 with OpenAI's own code for exhausted quota.
     pub fn budget_exceeded(team: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
+        Self::over_budget(&format!("Team \"{team}\""), "max_budget in user_access", spent_micro, reserved_micro, budget_micro)
+    }
+
+    /// A key over its own budget (`api_keys[].max_budget`).
+    pub fn key_budget_exceeded(alias: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
+        Self::over_budget(&format!("The key \"{alias}\""), "the key's max_budget", spent_micro, reserved_micro, budget_micro)
+    }
+
+    fn over_budget(who: &str, setting: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
         let usd = |micro: u64| micro as f64 / 1e6;
         let in_flight = if reserved_micro > 0 {
             format!(" (plus ${:.6} held by requests in flight)", usd(reserved_micro))
@@ -129,7 +138,7 @@ impl ApiError {
                 429,
                 DenyReason::BudgetExceeded,
                 format!(
-                    "Team \"{team}\" has used its budget: ${:.6} spent of ${:.6}{in_flight}. Ask your platform team to raise max_budget in user_access.",
+                    "{who} has used its budget: ${:.6} spent of ${:.6}{in_flight}. Ask your platform team to raise {setting}.",
                     usd(spent_micro),
                     usd(budget_micro)
                 ),

@@ -95,6 +95,35 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// `2026-12-31` or `2026-12-31T18:00:00Z` (UTC) as ms since the epoch.
+pub fn parse_utc(text: &str) -> Option<u64> {
+    let (date, time) = match text.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (text, None),
+    };
+    let mut parts = date.splitn(3, '-').map(|p| p.parse::<u64>().ok());
+    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    if civil_from_days(days) != (y, m, d) {
+        return None;
+    }
+    let secs = match time {
+        None => 0,
+        Some(t) => {
+            let mut hms = t.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+            let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+            if h > 23 || mi > 59 || s > 59 {
+                return None;
+            }
+            h * 3600 + mi * 60 + s
+        }
+    };
+    Some((days * 86_400 + secs) * 1000)
+}
+
 /// `2026-12-01T00:00:00Z`.
 pub fn rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
@@ -139,6 +168,15 @@ mod tests {
         let first = Period::Monthly.next(NOW);
         assert_eq!(Period::Monthly.start(first - 1), Period::Monthly.start(NOW));
         assert_eq!(Period::Monthly.start(first), first);
+    }
+
+    #[test]
+    fn utc_dates_parse() {
+        assert_eq!(parse_utc("2026-11-21T10:30:00Z"), Some(NOW));
+        assert_eq!(parse_utc("2026-11-21").map(rfc3339).as_deref(), Some("2026-11-21T00:00:00Z"));
+        for bad in ["2026-02-30", "2026-13-01", "2026-11-21T10:30:00", "21/11/2026", "2026-11-21T25:00:00Z"] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]

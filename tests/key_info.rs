@@ -65,3 +65,50 @@ general_settings: {{stats_flush_interval_ms: 0}}
     assert!(b["budget"]["max_budget"].is_null());
     get(&gw.url("/v1/key/info"), Some("wrong-key-000000000")).unwrap().assert_error(401, Some("invalid_api_key"));
 }
+
+#[test]
+fn keys_with_their_own_models_budget_and_expiry() {
+    let up = Upstream::openai();
+    let config = format!(
+        r#"
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{}/v1", api_key: os.environ/TEST_PROVIDER_KEY}}
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: "{}/v1", api_key: os.environ/TEST_PROVIDER_KEY}}
+user_access:
+  - user_id: team-alpha
+    models: [gpt-4o-mini, gpt-4o]
+    max_budget: 10
+    api_keys:
+      - {{key: os.environ/TEAM_ALPHA_KEY, alias: ci-bot, models: [gpt-4o-mini], max_budget: 0.00002, expires_at: "2099-01-01"}}
+      - {{key: "sha256:{BETA_DIGEST}", alias: old-laptop, expires_at: "2020-01-01"}}
+"#,
+        up.base_url(),
+        up.base_url()
+    );
+    let gw = Gateway::start(&config, &standard_env());
+    // The key may use only its own models.
+    let v = gw.chat(ALPHA_KEY, "gpt-4o").assert_error(403, Some("model_not_allowed"));
+    assert!(v["error"]["message"].as_str().unwrap().contains("The key \"ci-bot\" may not use the model \"gpt-4o\""), "{v}");
+    // Its budget: 5 micro-USD a request, 20 in all; admitted while under it.
+    for _ in 0..4 {
+        assert_eq!(gw.chat(ALPHA_KEY, "gpt-4o-mini").status, 200);
+    }
+    let v = gw.chat(ALPHA_KEY, "gpt-4o-mini").assert_error(429, Some("insufficient_quota"));
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("The key \"ci-bot\" has used its budget"), "{v}");
+    // An expired key is refused, and says when it expired.
+    let v = gw.chat(BETA_KEY, "gpt-4o-mini").assert_error(401, Some("invalid_api_key"));
+    assert_eq!(v["error"]["message"], "The key \"old-laptop\" expired at 2020-01-01T00:00:00Z. Ask your platform team for a new one.");
+    assert_eq!(up.requests().len(), 4);
+
+    let info: Value = get(&gw.url("/v1/key/info"), Some(ALPHA_KEY)).unwrap().json();
+    assert_eq!(info["key"]["alias"], "ci-bot");
+    assert_eq!(info["key"]["expires_at"], "2099-01-01T00:00:00Z");
+    assert_eq!(info["key"]["spend"], 0.00002);
+    assert_eq!(info["models"], serde_json::json!(["gpt-4o-mini"]));
+    // The team's own spend includes the key's.
+    assert_eq!(info["budget"]["spend"], 0.00002);
+    // The key itself appears nowhere in the answer.
+    assert!(!info.to_string().contains(ALPHA_KEY));
+}

@@ -1046,3 +1046,21 @@ user_access:
     assert!(errors.iter().any(|e| e.starts_with("user_access[0].models[0]: no model matches \"mistral/*\"")), "{errors:?}");
     assert!(errors.iter().any(|e| e.starts_with("user_access[0].models[1]: unknown model \"gpt-5\"")), "{errors:?}");
 }
+
+#[test]
+fn key_objects_are_checked_with_their_paths() {
+    let yaml = edit(
+        BASE,
+        "api_keys: [os.environ/TEAM_A_KEY]",
+        "api_keys:\n      - {key: os.environ/TEAM_A_KEY, alias: bot, models: [claude, gpt-5], expires_at: 2026-02-30, budget_duration: fortnightly}",
+    );
+    let errors = compile_errors(&yaml, &base_env());
+    assert!(errors.iter().any(|e| e.starts_with("user_access[0].api_keys[0].models[1]: unknown model \"gpt-5\"")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("user_access[0].api_keys[0].expires_at: \"2026-02-30\" is not a UTC date")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("user_access[0].api_keys[0].budget_duration: \"fortnightly\" is not a period")), "{errors:?}");
+    let ok = edit(BASE, "api_keys: [os.environ/TEAM_A_KEY]", "api_keys:\n      - {key: os.environ/TEAM_A_KEY, alias: bot, max_budget: 1}");
+    let c = compiled(&ok, &base_env());
+    assert_eq!(c.gateway.key_rules.len(), 1);
+    assert_eq!(c.gateway.key_rules[0].alias, "bot");
+    assert_eq!(c.gateway.key_rules[0].budget_micro, Some(1_000_000));
+}

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use super::schema::{ConfigFile, ModelEntry, TeamEntry};
+use super::schema::{ApiKey, ConfigFile, KeyRules, ModelEntry, TeamEntry};
 use super::secret::{self, Env, KeyRef};
 use super::{
-    key_bucket, ConfigError, Deployment, Gateway, Model, Team, TeamKey, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATS_FLUSH_MS,
+    key_bucket, ConfigError, Deployment, Gateway, KeyRule, Model, Team, TeamKey, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATS_FLUSH_MS,
 };
 use crate::budget;
 use crate::json_scan::encode_string;
@@ -233,6 +233,7 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
     let mut teams = Vec::new();
     let mut key_buckets: HashMap<u64, Vec<TeamKey>> = HashMap::new();
     let mut team_ids: HashMap<&str, usize> = HashMap::new();
+    let mut key_rules: Vec<KeyRule> = Vec::new();
     for (i, entry) in file.user_access.iter().enumerate() {
         let base = format!("user_access[{i}]");
         let id = entry.user_id.as_str();
@@ -252,12 +253,24 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         if entry.max_budget.is_some() && !allow_unpriced {
             check_priced(&mut cx, &base, entry, &names);
         }
-        for (k, raw) in entry.api_keys.iter().enumerate() {
-            let path = format!("{base}.api_keys[{k}]");
-            let digest = match cx.resolve(&path, raw, true) {
+        for (k, api_key) in entry.api_keys.iter().enumerate() {
+            let item = format!("{base}.api_keys[{k}]");
+            let path = match api_key {
+                ApiKey::Plain(_) => item.clone(),
+                ApiKey::Rules(_) => format!("{item}.key"),
+            };
+            let digest = match cx.resolve(&path, api_key.key(), true) {
                 Some(KeyRef::Digest(d)) => d,
                 Some(KeyRef::Literal(v)) | Some(KeyRef::Env(v)) => secret::sha256(v.as_bytes()),
                 None => continue,
+            };
+            let rules = match api_key {
+                ApiKey::Plain(_) => None,
+                ApiKey::Rules(r) => {
+                    let rule = key_rule(&mut cx, &item, r, team_index, &team, &names, k);
+                    key_rules.push(rule);
+                    Some(key_rules.len() - 1)
+                }
             };
             let bucket = key_buckets.entry(key_bucket(&digest)).or_default();
             if let Some(other) = bucket.iter().find(|k| k.digest == digest) {
@@ -265,7 +278,7 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
                 cx.error(path, format!("the same key is already given to team \"{owner}\""));
                 continue;
             }
-            bucket.push(TeamKey { digest, team: team_index });
+            bucket.push(TeamKey { digest, team: team_index, rules });
         }
         if entry.api_keys.is_empty() {
             cx.warnings.push(format!("{base}: team \"{id}\" has no api_keys, so no caller can authenticate as it"));
@@ -294,6 +307,7 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
             num_retries,
             jwt,
             team_index,
+            key_rules,
             model_index,
             key_buckets,
         },
@@ -472,6 +486,61 @@ fn check_priced(cx: &mut Ctx<'_>, base: &str, entry: &TeamEntry, names: &Names<'
                 );
             }
         }
+    }
+}
+
+/// A key given as an object: its alias, models (within its team's), budget
+/// and expiry.
+fn key_rule(cx: &mut Ctx<'_>, base: &str, r: &KeyRules, team_index: usize, team: &Team, names: &Names<'_>, k: usize) -> KeyRule {
+    let allowed = r.models.as_ref().map(|list| {
+        let mut allowed = vec![false; names.models.len()];
+        for (j, entry) in list.iter().enumerate() {
+            let matched = names.resolve(entry);
+            if matched.is_empty() {
+                cx.error(format!("{base}.models[{j}]"), format!("unknown model \"{entry}\""));
+            }
+            for m in matched {
+                if !team.may_use(m) {
+                    let name = names.models.get(m).map_or("", |m| m.name.as_str());
+                    cx.error(format!("{base}.models[{j}]"), format!("team \"{}\" may not use \"{name}\", so neither may its key", team.id));
+                } else if let Some(slot) = allowed.get_mut(m) {
+                    *slot = true;
+                }
+            }
+        }
+        allowed
+    });
+    let alias = r.alias.clone().unwrap_or_else(|| format!("key-{k}"));
+    if let Err(msg) = check_label(&alias) {
+        cx.error(format!("{base}.alias"), msg);
+    }
+    if let Some(b) = r.max_budget {
+        if !b.is_finite() || b < 0.0 {
+            cx.error(format!("{base}.max_budget"), format!("{b} must be an amount of 0 or more, in USD"));
+        }
+    }
+    let period = r.budget_duration.as_deref().and_then(|d| {
+        let parsed = crate::period::Period::parse(d);
+        if parsed.is_none() {
+            cx.error(format!("{base}.budget_duration"), format!("\"{d}\" is not a period; use 30d, 7d, 1d, 12h, daily, weekly or monthly"));
+        }
+        parsed
+    });
+    let expires_ms = r.expires_at.as_deref().and_then(|t| {
+        let parsed = crate::period::parse_utc(t);
+        if parsed.is_none() {
+            cx.error(format!("{base}.expires_at"), format!("\"{t}\" is not a UTC date such as 2026-12-31 or 2026-12-31T18:00:00Z"));
+        }
+        parsed
+    });
+    KeyRule {
+        team: team_index,
+        ledger_key: format!("{}/key/{alias}", team.ledger_key),
+        alias,
+        allowed,
+        budget_micro: r.max_budget.map(budget::usd_to_micro),
+        period,
+        expires_ms,
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Gateway {
     pub jwt: Option<std::sync::Arc<crate::jwt::JwtAuth>>,
     /// Teams by `user_id`.
     pub team_index: HashMap<String, usize>,
+    /// Keys given as objects, with their own rules.
+    pub key_rules: Vec<KeyRule>,
     model_index: HashMap<String, usize>,
     /// Team keys by the first 8 bytes of their SHA-256 digest; see `auth`.
     key_buckets: HashMap<u64, Vec<TeamKey>>,
@@ -97,6 +99,22 @@ pub struct Gateway {
 pub struct TeamKey {
     pub digest: [u8; 32],
     pub team: usize,
+    /// Its own rules, in `Gateway::key_rules`, if it was given as an object.
+    pub rules: Option<usize>,
+}
+
+/// A key's own rules, on top of its team's.
+#[derive(Debug, Clone)]
+pub struct KeyRule {
+    pub team: usize,
+    pub alias: String,
+    /// By model index: may this key call it? (None: as its team.)
+    pub allowed: Option<Vec<bool>>,
+    pub budget_micro: Option<u64>,
+    pub period: Option<crate::period::Period>,
+    pub ledger_key: String,
+    /// Refused from then on (ms since the epoch).
+    pub expires_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

@@ -155,7 +155,7 @@ pub struct TeamEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_budget: Option<f64>,
     #[serde(default)]
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<ApiKey>,
     /// When spend starts again from zero: `30d`, `daily`, `monthly`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_duration: Option<String>,
@@ -189,4 +189,43 @@ pub struct GeneralSettings {
     /// (default 1000); 0 sends every change at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats_flush_interval_ms: Option<u64>,
+}
+
+/// A team key: the key alone, or an object with its own rules.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ApiKey {
+    Plain(String),
+    Rules(KeyRules),
+}
+
+impl ApiKey {
+    /// The key as written (`os.environ/NAME`, `sha256:<hex>` or a literal).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Plain(k) => k,
+            Self::Rules(r) => &r.key,
+        }
+    }
+}
+
+/// A key with its own rules, on top of its team's.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRules {
+    pub key: String,
+    /// The key's name in stats and `/v1/key/info`; never the key itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// A subset of the team's models (the same forms as the team's list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// USD, on top of the team's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_duration: Option<String>,
+    /// `2026-12-31` or `2026-12-31T18:00:00Z` (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }

@@ -124,6 +124,12 @@ impl RootContext for Root {
                 }
             }
         }
+        for rule in gw.key_rules.iter().filter(|r| r.budget_micro.is_some()) {
+            if let Err(e) = budget::ensure(&SharedData, &rule.ledger_key) {
+                error!("{e}");
+                return false;
+            }
+        }
         // Shared records exist before traffic, so every update is a compare-and-swap.
         let route_keys = gw.models.iter().filter(|m| m.tracked).map(|m| m.route_key.as_str());
         let limit_keys = gw.teams.iter().filter(|t| t.limits.any()).map(|t| t.limits_key.as_str());
@@ -188,6 +194,8 @@ enum State {
 /// A forwarded request, until its response ends.
 struct InFlight {
     team: usize,
+    /// The key's own rules, if it has any.
+    key: Option<usize>,
     model: usize,
     deployment: usize,
     estimate: Estimate,
@@ -311,7 +319,7 @@ impl HttpContext for Request {
         };
         match admission::on_head(&gw, &head) {
             HeadDecision::PassThrough => Action::Continue,
-            HeadDecision::KeyInfo { team } => {
+            HeadDecision::KeyInfo { team, key } => {
                 self.state = State::Answered;
                 let t = gw.teams.get(team);
                 let ledger = match t.filter(|t| t.tracks_spend()) {
@@ -322,7 +330,15 @@ impl HttpContext for Request {
                     Some(t) => shared::read(&SharedData, &t.limits_key).unwrap_or_default(),
                     None => Window::default(),
                 };
-                host::send_json(200, &crate::key_info::body(&gw, team, ledger, window, head.now_ms));
+                let key = key.and_then(|k| gw.key_rules.get(k)).map(|rule| {
+                    let ledger = if rule.budget_micro.is_some() {
+                        shared::read(&SharedData, &rule.ledger_key).unwrap_or_default()
+                    } else {
+                        Ledger::default()
+                    };
+                    (rule, ledger)
+                });
+                host::send_json(200, &crate::key_info::body(&gw, team, key, ledger, window, head.now_ms));
                 Action::Pause
             }
             HeadDecision::Answer { body, .. } => {
@@ -551,7 +567,7 @@ impl Request {
                 Err(e) => return self.deny(Some(pending.team), &ApiError::internal(&e).for_endpoint(pending.endpoint)),
             }
         }
-        let reserved = match self.reserve(gw, pending.team, &forward, started_ms) {
+        let reserved = match self.reserve(gw, pending, &forward, started_ms) {
             Ok(reserved) => reserved,
             Err(error) => {
                 release_limits(gw, pending.team, limited, 0, started_ms);
@@ -559,7 +575,7 @@ impl Request {
             }
         };
         if let Err(message) = apply(&forward, headers) {
-            self.release(gw, pending.team, reserved, started_ms);
+            self.release(gw, pending, reserved, started_ms);
             release_limits(gw, pending.team, limited, 0, started_ms);
             return self.deny(Some(pending.team), &ApiError::internal(&message).for_endpoint(pending.endpoint));
         }
@@ -573,6 +589,7 @@ impl Request {
         });
         self.state = State::Forwarded(Box::new(InFlight {
             team: pending.team,
+            key: pending.key,
             model: forward.model,
             deployment: forward.deployment,
             estimate: forward.estimate,
@@ -678,9 +695,12 @@ impl Request {
 
     /// Reserves the request's worst case in the team's ledger. Returns the
     /// amount reserved (0 for a team without a budget).
-    fn reserve(&self, gw: &Gateway, team: usize, forward: &Forward, now_ms: u64) -> Result<u64, ApiError> {
-        let Some(t) = gw.teams.get(team) else { return Ok(0) };
-        let Some(budget) = t.budget_micro else { return Ok(0) };
+    fn reserve(&self, gw: &Gateway, pending: &Pending, forward: &Forward, now_ms: u64) -> Result<u64, ApiError> {
+        let team = gw.teams.get(pending.team).filter(|t| t.budget_micro.is_some());
+        let key = key_budget(gw, pending.key);
+        if team.is_none() && key.is_none() {
+            return Ok(0);
+        }
         // A fallback may cost more: the reservation covers the dearest
         // deployment the request may end on.
         let fallbacks = gw.models.get(forward.model).map(|m| m.fallbacks.as_slice()).unwrap_or_default();
@@ -690,20 +710,40 @@ impl Request {
             .map(|d| accounting::worst_case_micro(d.price, forward.estimate))
             .max()
             .unwrap_or(0);
-        let period = t.period_start(now_ms);
-        match budget::update(&SharedData, &t.ledger_key, |l| budget::admit(l.at(period), budget, worst)) {
-            Ok(Ok(_)) => Ok(worst),
-            Ok(Err(ledger)) => Err(ApiError::budget_exceeded(&t.id, ledger.spent, ledger.reserved, budget)),
-            Err(e) => Err(ApiError::internal(&e)),
+        // The key's own budget first, then its team's.
+        if let Some((rule, budget)) = key {
+            let period = rule.period.map_or(0, |p| p.start(now_ms));
+            match budget::update(&SharedData, &rule.ledger_key, |l| budget::admit(l.at(period), budget, worst)) {
+                Ok(Ok(_)) => {}
+                Ok(Err(ledger)) => {
+                    return Err(ApiError::key_budget_exceeded(&rule.alias, ledger.spent, ledger.reserved, budget))
+                }
+                Err(e) => return Err(ApiError::internal(&e)),
+            }
         }
+        if let Some((t, budget)) = team.and_then(|t| Some((t, t.budget_micro?))) {
+            let period = t.period_start(now_ms);
+            let refused = match budget::update(&SharedData, &t.ledger_key, |l| budget::admit(l.at(period), budget, worst)) {
+                Ok(Ok(_)) => None,
+                Ok(Err(ledger)) => Some(ApiError::budget_exceeded(&t.id, ledger.spent, ledger.reserved, budget)),
+                Err(e) => Some(ApiError::internal(&e)),
+            };
+            if let Some(error) = refused {
+                if let Some((rule, _)) = key {
+                    settle_ledger(&rule.ledger_key, rule.period, worst, 0, now_ms);
+                }
+                return Err(error);
+            }
+        }
+        Ok(worst)
     }
 
-    fn release(&self, gw: &Gateway, team: usize, reserved: u64, now_ms: u64) {
-        if let Some(t) = gw.teams.get(team).filter(|t| t.budget_micro.is_some()) {
-            let period = t.period_start(now_ms);
-            if let Err(e) = budget::update(&SharedData, &t.ledger_key, |l| Ok::<_, ()>(budget::settle(l.at(period), reserved, 0))) {
-                error!("{e}");
-            }
+    fn release(&self, gw: &Gateway, pending: &Pending, reserved: u64, now_ms: u64) {
+        if let Some(t) = gw.teams.get(pending.team).filter(|t| t.budget_micro.is_some()) {
+            settle_ledger(&t.ledger_key, t.period, reserved, 0, now_ms);
+        }
+        if let Some((rule, _)) = key_budget(gw, pending.key) {
+            settle_ledger(&rule.ledger_key, rule.period, reserved, 0, now_ms);
         }
     }
 
@@ -772,6 +812,9 @@ impl Request {
         s.add(key(Metric::Spend, 0), &[("team", t), ("model", m)], delta(outcome.cost_micro));
         if outcome.estimated {
             s.add(key(Metric::Estimated, 0), &[("team", t), ("model", m)], 1);
+        }
+        if let Some((rule, _)) = key_budget(&gw, flight.key) {
+            settle_ledger(&rule.ledger_key, rule.period, flight.reserved, outcome.cost_micro, now);
         }
         let elapsed = now.saturating_sub(flight.started_ms);
         let (duration, labels) = series(&gw, &flight, Metric::Duration);
@@ -846,6 +889,20 @@ fn record_route(gw: &Gateway, flight: &InFlight, stats: &Stats, outcome: routing
         }
         Ok(Err(())) => {}
         Err(e) => warn!("{e}"),
+    }
+}
+
+/// A key's own budget, if it has one.
+fn key_budget(gw: &Gateway, key: Option<usize>) -> Option<(&crate::config::KeyRule, u64)> {
+    let rule = gw.key_rules.get(key?)?;
+    Some((rule, rule.budget_micro?))
+}
+
+/// Settles a reservation in a ledger (in its current period).
+fn settle_ledger(key: &str, period: Option<crate::period::Period>, reserved: u64, cost: u64, now_ms: u64) {
+    let start = period.map_or(0, |p| p.start(now_ms));
+    if let Err(e) = budget::update(&SharedData, key, |l| Ok::<_, ()>(budget::settle(l.at(start), reserved, cost))) {
+        error!("{e}");
     }
 }
 
