@@ -31,6 +31,8 @@ pub struct Head<'a> {
     pub anthropic_version: bool,
     /// The host's clock, ms since the epoch (for JWT expiry).
     pub now_ms: u64,
+    /// JWT keys fetched from `auth.jwt.jwks_uri`.
+    pub jwt_keys: &'a [crate::jwt::Key],
 }
 
 #[derive(Debug, PartialEq)]
@@ -69,7 +71,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
             if head.method != "GET" {
                 return deny(None, ApiError::method_not_allowed(head.method, head.path, "GET"));
             }
-            match auth::identify(gw, head.authorization, head.now_ms) {
+            match auth::identify(gw, head.authorization, head.now_ms, head.jwt_keys) {
                 Ok(caller) => HeadDecision::KeyInfo { team: caller.team, key: caller.key },
                 Err(e) => deny(None, e),
             }
@@ -78,7 +80,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
             if head.method != "GET" {
                 return deny(None, ApiError::method_not_allowed(head.method, head.path, "GET"));
             }
-            let team = match auth::authenticate(gw, head.authorization, head.now_ms) {
+            let team = match auth::identify(gw, head.authorization, head.now_ms, head.jwt_keys).map(|c| c.team) {
                 Ok(t) => t,
                 Err(e) => return deny(None, e),
             };
@@ -102,7 +104,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
             }
             let authenticated = match (endpoint, head.authorization, head.api_key) {
                 (Endpoint::Messages, None, Some(key)) => auth::identify_key(gw, key, head.now_ms),
-                _ => auth::identify(gw, head.authorization, head.now_ms),
+                _ => auth::identify(gw, head.authorization, head.now_ms, head.jwt_keys),
             };
             let caller = match authenticated {
                 Ok(c) => c,

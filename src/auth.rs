@@ -66,12 +66,13 @@ fn caller_for_key(gw: &Gateway, key: &str, now_ms: u64) -> Result<Caller, ApiErr
 
 /// Authenticates a request from its `Authorization` header.
 pub fn authenticate(gw: &Gateway, authorization: Option<&str>, now_ms: u64) -> Result<usize, ApiError> {
-    identify(gw, authorization, now_ms).map(|c| c.team)
+    identify(gw, authorization, now_ms, &[]).map(|c| c.team)
 }
 
 /// Authenticates a request from its `Authorization` header: a team key, or
-/// (with `auth.jwt`) a JWT.
-pub fn identify(gw: &Gateway, authorization: Option<&str>, now_ms: u64) -> Result<Caller, ApiError> {
+/// (with `auth.jwt`) a JWT, verified with the configured keys and those
+/// `fetched` from the JWKS URI.
+pub fn identify(gw: &Gateway, authorization: Option<&str>, now_ms: u64, fetched: &[jwt::Key]) -> Result<Caller, ApiError> {
     let Some(header) = authorization else {
         return Err(ApiError::unauthenticated(
             "No API key provided. Send your team key in the header 'Authorization: Bearer <key>'.",
@@ -83,15 +84,15 @@ pub fn identify(gw: &Gateway, authorization: Option<&str>, now_ms: u64) -> Resul
         ));
     };
     if let Some(auth) = gw.jwt.as_deref().filter(|_| jwt::looks_like_jwt(token)) {
-        return team_for_jwt(gw, auth, token, now_ms).map(|team| Caller { team, key: None });
+        return team_for_jwt(gw, auth, fetched, token, now_ms).map(|team| Caller { team, key: None });
     }
     caller_for_key(gw, token, now_ms)
 }
 
 /// A JWT's team, once the token is verified.
-fn team_for_jwt(gw: &Gateway, auth: &jwt::JwtAuth, token: &str, now_ms: u64) -> Result<usize, ApiError> {
+fn team_for_jwt(gw: &Gateway, auth: &jwt::JwtAuth, fetched: &[jwt::Key], token: &str, now_ms: u64) -> Result<usize, ApiError> {
     let refuse = |why: String| ApiError::unauthenticated(format!("Invalid token: {why}."));
-    let verified = jwt::verify(auth, token, now_ms / 1000).map_err(refuse)?;
+    let verified = jwt::verify(auth, fetched, token, now_ms / 1000).map_err(refuse)?;
     let team = jwt::team_claim(&verified, &auth.team_claim, |t| gw.team_index.contains_key(t)).map_err(refuse)?;
     gw.team_index.get(team).copied().ok_or_else(|| refuse(format!("no team \"{team}\"")))
 }

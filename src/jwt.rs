@@ -93,6 +93,18 @@ pub struct JwtAuth {
     /// entry that names a team is taken (as `groups` claims are).
     pub team_claim: String,
     pub user_claim: Option<String>,
+    /// Keys fetched from a JWKS URI, besides `keys`.
+    pub jwks: Option<Jwks>,
+}
+
+/// Where the filter fetches a key set, and how often.
+#[derive(Debug)]
+pub struct Jwks {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub url: crate::upstream::UpstreamUrl,
+    pub refresh_ms: u64,
 }
 
 /// A verified token's claims.
@@ -111,7 +123,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
 
 /// Verifies a token at `now_s` (seconds since the epoch). The error is the
 /// message for the 401.
-pub fn verify(auth: &JwtAuth, token: &str, now_s: u64) -> Result<Verified, String> {
+pub fn verify(auth: &JwtAuth, fetched: &[Key], token: &str, now_s: u64) -> Result<Verified, String> {
     let meta = Token::decode_metadata(token).map_err(|_| "the token is not a well-formed JWT".to_string())?;
     let alg = meta.algorithm();
     if alg.eq_ignore_ascii_case("none") {
@@ -120,15 +132,19 @@ pub fn verify(auth: &JwtAuth, token: &str, now_s: u64) -> Result<Verified, Strin
     if !auth.algorithms.contains(&alg) {
         return Err(format!("the token's algorithm {alg} is not allowed here; allowed: {}", auth.algorithms.join(", ")));
     }
+    let all = || auth.keys.iter().chain(fetched.iter());
     let candidates: Vec<&Key> = match meta.key_id() {
         Some(kid) => {
-            let with_kid: Vec<&Key> = auth.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)).collect();
+            let with_kid: Vec<&Key> = all().filter(|k| k.kid.as_deref() == Some(kid)).collect();
             if with_kid.is_empty() {
+                if auth.jwks.is_some() && fetched.is_empty() {
+                    return Err("the key set (jwks_uri) has not been fetched yet; retry shortly".to_string());
+                }
                 return Err(format!("unknown key id (kid) \"{kid}\""));
             }
             with_kid
         }
-        None => auth.keys.iter().collect(),
+        None => all().collect(),
     };
     let matching: Vec<&Key> = candidates.iter().copied().filter(|k| k.verifier.algorithm() == alg).collect();
     if matching.is_empty() {
@@ -233,6 +249,28 @@ pub fn key_from_jwk(jwk: &Map<String, Value>, alg: &str) -> Result<Verifier, Str
         ("OKP", "EdDSA") => Ok(Verifier::EdDSA(Ed25519PublicKey::from_bytes(&field("x")?).map_err(bad)?)),
         _ => Err(format!("a {kty:?} JWK cannot verify {alg}")),
     }
+}
+
+/// The keys of a JSON Web Key Set (`{"keys": [...]}`) for the allowed
+/// algorithms: each JWK for its own `alg`, or every allowed algorithm its
+/// type can verify. Keys that fit none are skipped; a set with no usable key
+/// is an error (and the last good set is kept).
+pub fn keys_from_jwks(body: &[u8], allowed: &[&'static str]) -> Result<Vec<Key>, String> {
+    let set: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let jwks = set.get("keys").and_then(Value::as_array).ok_or("no \"keys\" list")?;
+    let mut keys = Vec::new();
+    for jwk in jwks.iter().filter_map(Value::as_object) {
+        let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
+        for alg in allowed.iter().filter(|a| !a.starts_with("HS")) {
+            if let Ok(verifier) = key_from_jwk(jwk, alg) {
+                keys.push(Key { kid: kid.clone(), verifier });
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err("no key in the set verifies an allowed algorithm".to_string());
+    }
+    Ok(keys)
 }
 
 /// A PEM public key for `alg`.

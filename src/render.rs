@@ -53,6 +53,10 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
     for d in &gw.deployments {
         upstreams.entry(d.cluster.as_str()).or_insert(&d.url);
     }
+    // The JWKS URI's host, for the filter's key fetches.
+    if let Some(jwks) = gw.jwt.as_ref().and_then(|j| j.jwks.as_ref()) {
+        upstreams.entry(jwks.cluster.as_str()).or_insert(&jwks.url);
+    }
     let mut clusters: Vec<Value> = upstreams
         .iter()
         .map(|(name, url)| upstream_cluster(name, url, &opts.ca_file))

@@ -72,3 +72,90 @@ auth:
     assert_eq!(v["error"]["message"], "Invalid token: the signature does not verify.");
     assert_eq!(up.requests().len(), 1);
 }
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn keys_come_from_a_jwks_uri_refreshed_and_kept_when_a_fetch_fails() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration as StdDuration, Instant};
+
+    use common::upstream::{openai_reply, Reply};
+
+    let jwk = |k: &RS256KeyPair, kid: &str| {
+        let c = k.public_key().to_components();
+        json!({"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": b64url(&c.n), "e": b64url(&c.e)})
+    };
+    let first = RS256KeyPair::generate(2048).unwrap().with_key_id("r1");
+    let second = RS256KeyPair::generate(2048).unwrap().with_key_id("r2");
+    // What the identity provider serves: a key set, or (None) an error.
+    let served: Arc<Mutex<Option<serde_json::Value>>> = Arc::new(Mutex::new(Some(json!({"keys": [jwk(&first, "r1")]}))));
+    let idp = Arc::clone(&served);
+    let up = Upstream::start(move |req| {
+        if req.path_only() == "/.well-known/jwks.json" {
+            match idp.lock().unwrap().clone() {
+                Some(set) => Reply::json(200, set),
+                None => Reply::text(503, "unavailable"),
+            }
+        } else {
+            openai_reply(req)
+        }
+    });
+    let config = format!(
+        r#"
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{base}/v1", api_key: os.environ/TEST_PROVIDER_KEY}}
+user_access:
+  - user_id: team-alpha
+    models: [gpt-4o-mini]
+auth:
+  jwt:
+    issuer: https://idp.mesh.local
+    audiences: [tollgate]
+    jwks_uri: "{base}/.well-known/jwks.json"
+    jwks_refresh_seconds: 1
+"#,
+        base = up.base_url()
+    );
+    let gw = Gateway::start(&config, &standard_env());
+    let token = |k: &RS256KeyPair| {
+        k.sign(
+            Claims::with_custom_claims(json!({"team": "team-alpha"}), Duration::from_mins(5))
+                .with_issuer("https://idp.mesh.local")
+                .with_audience("tollgate"),
+        )
+        .unwrap()
+    };
+    let until_status = |k: &RS256KeyPair, want: u16| {
+        let deadline = Instant::now() + StdDuration::from_secs(10);
+        loop {
+            let r = gw.chat(&token(k), "gpt-4o-mini");
+            if r.status == want {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "still {}: {}", r.status, r.body);
+            std::thread::sleep(StdDuration::from_millis(200));
+        }
+    };
+    until_status(&first, 200);
+    // The provider fails: the last good set is kept.
+    *served.lock().unwrap() = None;
+    std::thread::sleep(StdDuration::from_millis(2500));
+    assert_eq!(gw.chat(&token(&first), "gpt-4o-mini").status, 200);
+    // The keys rotate: the new key is picked up, the old one refused.
+    *served.lock().unwrap() = Some(json!({"keys": [jwk(&second, "r2")]}));
+    until_status(&second, 200);
+    let r = until_status(&first, 401);
+    assert!(r.body.contains("unknown key id (kid) \\\"r1\\\""), "{}", r.body);
+}

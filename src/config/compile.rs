@@ -286,7 +286,7 @@ pub fn compile(file: &ConfigFile, env: &dyn Env) -> Result<Compiled, Vec<ConfigE
         teams.push(team);
     }
 
-    let jwt = file.auth.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|j| jwt::compile(&mut cx, j)).map(std::sync::Arc::new);
+    let jwt = file.auth.as_ref().and_then(|a| a.jwt.as_ref()).and_then(|j| jwt::compile(&mut cx, j, naming)).map(std::sync::Arc::new);
     let team_index: HashMap<String, usize> = teams.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
 
     if file.user_access.is_empty() {

@@ -45,8 +45,12 @@ pub struct JwtSettings {
     pub leeway: Option<u64>,
     #[serde(default)]
     pub keys: Vec<JwtKey>,
+    /// A JSON Web Key Set to fetch, and refresh every `jwks_refresh_seconds`
+    /// (default 300); the last good set is kept when a fetch fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh_seconds: Option<u64>,
     /// The claim that names the team (default `team`); for a list (as
     /// `groups`), its first entry that is a team.
     #[serde(default, skip_serializing_if = "Option::is_none")]

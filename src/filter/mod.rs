@@ -8,7 +8,7 @@
 mod host;
 mod stats;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use crate::accounting;
 use crate::admission::{self, Estimate, Forward, Head, HeadDecision, Pending, StreamPlan, Wire, CLUSTER_HEADER};
 use crate::budget::{self, Ledger};
+use crate::jwt;
 use crate::limits::{self, Window};
 use crate::routing::{self, ModelState, Strategy};
 use crate::shared;
@@ -49,12 +50,72 @@ struct Root {
     routed: Rc<Cell<u64>>,
     /// The state of this worker's random sequence, for weighted routing.
     random: Rc<Cell<u64>>,
+    /// JWT keys fetched from `auth.jwt.jwks_uri` (the last good set).
+    jwt_keys: Rc<RefCell<Rc<Vec<jwt::Key>>>>,
+    /// When to fetch the key set next (ms since the epoch).
+    jwks_due_ms: u64,
+    /// A key set fetch in flight.
+    jwks_call: Option<u32>,
 }
+
+/// How soon a failed key set fetch is tried again.
+const JWKS_RETRY_MS: u64 = 10_000;
 
 impl Context for Root {
     fn on_done(&mut self) -> bool {
         self.stats.flush();
         true
+    }
+
+    /// A key set arrived: it replaces the last one if it holds a usable key;
+    /// otherwise the last good set stays.
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if self.jwks_call != Some(token) {
+            return;
+        }
+        self.jwks_call = None;
+        let Some(auth) = self.gateway.as_ref().and_then(|g| g.jwt.clone()) else { return };
+        let Some(jwks) = auth.jwks.as_ref() else { return };
+        let now = host::now_ms();
+        let status = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+            .ok()
+            .and_then(|h| host::find(&h, ":status").and_then(|s| s.parse::<u16>().ok()));
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).ok().flatten().unwrap_or_default();
+        let fetched = match status {
+            Some(200) => jwt::keys_from_jwks(&body, &auth.algorithms),
+            other => Err(format!("status {other:?}")),
+        };
+        match fetched {
+            Ok(keys) => {
+                info!("fetched {} JWT keys from the key set", keys.len());
+                *self.jwt_keys.borrow_mut() = Rc::new(keys);
+                self.jwks_due_ms = now.saturating_add(jwks.refresh_ms);
+            }
+            Err(e) => {
+                warn!("fetching the JWT key set failed ({e}); keeping the last good set");
+                self.jwks_due_ms = now.saturating_add(JWKS_RETRY_MS.min(jwks.refresh_ms));
+            }
+        }
+    }
+}
+
+impl Root {
+    /// Fetches the JWT key set when it is due.
+    fn refresh_jwks(&mut self) {
+        let Some(auth) = self.gateway.as_ref().and_then(|g| g.jwt.clone()) else { return };
+        let Some(jwks) = auth.jwks.as_ref() else { return };
+        let now = host::now_ms();
+        if self.jwks_call.is_some() || now < self.jwks_due_ms {
+            return;
+        }
+        let headers = vec![(":method", "GET"), (":path", jwks.path.as_str()), (":authority", jwks.authority.as_str()), ("accept", "application/json")];
+        match hostcalls::dispatch_http_call(&jwks.cluster, headers, None, vec![], Duration::from_secs(5)) {
+            Ok(token) => self.jwks_call = Some(token),
+            Err(status) => {
+                warn!("fetching the JWT key set failed: {status:?}");
+                self.jwks_due_ms = now.saturating_add(JWKS_RETRY_MS);
+            }
+        }
     }
 }
 
@@ -96,9 +157,18 @@ impl RootContext for Root {
         }
         let gw = compiled.gateway;
         self.stats = Rc::new(Stats::new(gw.stats_flush_ms > 0));
-        if gw.stats_flush_ms > 0 {
-            if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(gw.stats_flush_ms)) {
-                warn!("setting the stats flush timer failed: {status:?}; stats are sent at once");
+        // The timer flushes stats and, with a JWKS URI, fetches the key set
+        // (first on the first tick, within a second).
+        let jwks = gw.jwt.as_ref().is_some_and(|j| j.jwks.is_some());
+        let tick_ms = match (gw.stats_flush_ms, jwks) {
+            (0, false) => 0,
+            (0, true) => 1000,
+            (ms, false) => ms,
+            (ms, true) => ms.min(1000),
+        };
+        if tick_ms > 0 {
+            if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(tick_ms)) {
+                warn!("setting the timer failed: {status:?}; stats are sent at once");
                 self.stats = Rc::new(Stats::new(false));
             }
         }
@@ -153,6 +223,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.stats.flush();
+        self.refresh_jwks();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -161,6 +232,7 @@ impl RootContext for Root {
             stats: Rc::clone(&self.stats),
             routed: Rc::clone(&self.routed),
             random: Rc::clone(&self.random),
+            jwt_keys: Rc::clone(&self.jwt_keys),
             state: State::Passing,
         }))
     }
@@ -175,6 +247,7 @@ struct Request {
     stats: Rc<Stats>,
     routed: Rc<Cell<u64>>,
     random: Rc<Cell<u64>>,
+    jwt_keys: Rc<RefCell<Rc<Vec<jwt::Key>>>>,
     state: State,
 }
 
@@ -308,6 +381,7 @@ impl HttpContext for Request {
         if host::find(&headers, CLUSTER_HEADER).is_some() {
             host::set_request_header(CLUSTER_HEADER, None);
         }
+        let jwt_keys = Rc::clone(&self.jwt_keys.borrow());
         let head = Head {
             method: host::find(&headers, ":method").unwrap_or_default(),
             path: host::find(&headers, ":path").unwrap_or_default(),
@@ -316,6 +390,7 @@ impl HttpContext for Request {
             content_length: host::find(&headers, "content-length"),
             anthropic_version: host::find(&headers, "anthropic-version").is_some(),
             now_ms: host::now_ms(),
+            jwt_keys: &jwt_keys,
         };
         match admission::on_head(&gw, &head) {
             HeadDecision::PassThrough => Action::Continue,

@@ -6,18 +6,27 @@ use std::collections::HashSet;
 use super::Ctx;
 use crate::config::schema::JwtSettings;
 use crate::config::secret::KeyRef;
-use crate::jwt::{self, JwtAuth, Key, ALGORITHMS};
+use crate::jwt::{self, Jwks, JwtAuth, Key, ALGORITHMS};
+use crate::upstream::{ClusterNaming, UpstreamUrl};
 
 const DEFAULT_LEEWAY_S: u64 = 60;
+const DEFAULT_JWKS_REFRESH_S: u64 = 300;
 
-pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings) -> Option<JwtAuth> {
+pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings, naming: ClusterNaming) -> Option<JwtAuth> {
     let base = "auth.jwt";
-    if s.jwks_uri.is_some() {
-        cx.error(
-            format!("{base}.jwks_uri"),
-            "fetching keys from a JWKS URI is not supported yet; give the keys inline (keys: [{jwk: {...}}] or [{pem: ...}])",
-        );
-    }
+    let jwks = s.jwks_uri.as_deref().and_then(|uri| match UpstreamUrl::parse(uri) {
+        Ok(url) => Some(Jwks {
+            cluster: url.cluster_name(naming),
+            authority: url.authority(),
+            path: if url.base_path.is_empty() { "/".to_string() } else { url.base_path.clone() },
+            refresh_ms: s.jwks_refresh_seconds.unwrap_or(DEFAULT_JWKS_REFRESH_S).max(1).saturating_mul(1000),
+            url,
+        }),
+        Err(msg) => {
+            cx.error(format!("{base}.jwks_uri"), msg);
+            None
+        }
+    });
     let allowed: Vec<&'static str> = match &s.algorithms {
         Some(list) => list
             .iter()
@@ -32,8 +41,8 @@ pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings) -> Option<JwtAuth> {
             .collect(),
         None => ALGORITHMS.to_vec(),
     };
-    if s.keys.is_empty() {
-        cx.error(format!("{base}.keys"), "list at least one key (pem, jwk or secret)");
+    if s.keys.is_empty() && s.jwks_uri.is_none() {
+        cx.error(format!("{base}.keys"), "list at least one key (pem, jwk or secret), or give a jwks_uri");
     }
     let mut keys = Vec::new();
     for (i, entry) in s.keys.iter().enumerate() {
@@ -84,9 +93,13 @@ pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings) -> Option<JwtAuth> {
         }
         keys.extend(found.into_iter().map(|verifier| Key { kid: kid.clone(), verifier }));
     }
-    // Only the algorithms some key verifies.
-    let algorithms: Vec<&'static str> =
-        allowed.iter().copied().filter(|a| keys.iter().any(|k| k.verifier.algorithm() == *a)).collect();
+    // Only the algorithms some key verifies (a fetched set may bring any
+    // public-key algorithm allowed).
+    let algorithms: Vec<&'static str> = allowed
+        .iter()
+        .copied()
+        .filter(|a| keys.iter().any(|k| k.verifier.algorithm() == *a) || (jwks.is_some() && !a.starts_with("HS")))
+        .collect();
     let audiences = s.audiences.as_ref().filter(|a| !a.is_empty()).map(|a| a.iter().cloned().collect::<HashSet<_>>());
     if s.audiences.is_none() {
         cx.warnings.push(format!("{base}: no audiences, so a token issued for any audience is accepted"));
@@ -102,5 +115,6 @@ pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings) -> Option<JwtAuth> {
         keys,
         team_claim: s.team_claim.clone().unwrap_or_else(|| "team".to_string()),
         user_claim: s.user_claim.clone(),
+        jwks,
     })
 }
