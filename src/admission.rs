@@ -60,6 +60,8 @@ pub struct Pending {
     pub anthropic_version: bool,
     /// The key's own rules (`Gateway::key_rules`), if it has any.
     pub key: Option<usize>,
+    /// The JWT's user (`auth.jwt.user_claim`).
+    pub user: Option<String>,
 }
 
 pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
@@ -111,6 +113,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                 Err(e) => return deny(None, e),
             };
             let team = caller.team;
+            let (key, user) = (caller.key, caller.user);
             if let Some(len) = head.content_length {
                 let len = len.trim();
                 let digits = !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit());
@@ -122,7 +125,7 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
                     Err(_) => return deny(Some(team), ApiError::bad_request("The Content-Length header is not a number.")),
                 }
             }
-            HeadDecision::ReadBody(Pending { team, endpoint, anthropic_version: head.anthropic_version, key: caller.key })
+            HeadDecision::ReadBody(Pending { team, endpoint, anthropic_version: head.anthropic_version, key, user })
         }
     }
 }

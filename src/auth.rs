@@ -38,10 +38,12 @@ fn lookup<'g>(gw: &'g Gateway, key: &str) -> Option<&'g TeamKey> {
 
 /// Who a request comes from: its team, and the key's own rules if the key
 /// has any (`Gateway::key_rules`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub team: usize,
     pub key: Option<usize>,
+    /// From a JWT's `user_claim`, made safe for a stats label.
+    pub user: Option<String>,
 }
 
 /// A team key's caller, unless the key has expired.
@@ -61,7 +63,7 @@ fn caller_for_key(gw: &Gateway, key: &str, now_ms: u64) -> Result<Caller, ApiErr
             )));
         }
     }
-    Ok(Caller { team: found.team, key: found.rules })
+    Ok(Caller { team: found.team, key: found.rules, user: None })
 }
 
 /// Authenticates a request from its `Authorization` header.
@@ -84,17 +86,22 @@ pub fn identify(gw: &Gateway, authorization: Option<&str>, now_ms: u64, fetched:
         ));
     };
     if let Some(auth) = gw.jwt.as_deref().filter(|_| jwt::looks_like_jwt(token)) {
-        return team_for_jwt(gw, auth, fetched, token, now_ms).map(|team| Caller { team, key: None });
+        return caller_for_jwt(gw, auth, fetched, token, now_ms);
     }
     caller_for_key(gw, token, now_ms)
 }
 
 /// A JWT's team, once the token is verified.
-fn team_for_jwt(gw: &Gateway, auth: &jwt::JwtAuth, fetched: &[jwt::Key], token: &str, now_ms: u64) -> Result<usize, ApiError> {
+fn caller_for_jwt(gw: &Gateway, auth: &jwt::JwtAuth, fetched: &[jwt::Key], token: &str, now_ms: u64) -> Result<Caller, ApiError> {
     let refuse = |why: String| ApiError::unauthenticated(format!("Invalid token: {why}."));
     let verified = jwt::verify(auth, fetched, token, now_ms / 1000).map_err(refuse)?;
     let team = jwt::team_claim(&verified, &auth.team_claim, |t| gw.team_index.contains_key(t)).map_err(refuse)?;
-    gw.team_index.get(team).copied().ok_or_else(|| refuse(format!("no team \"{team}\"")))
+    let team = gw.team_index.get(team).copied().ok_or_else(|| refuse(format!("no team \"{team}\"")))?;
+    let user = match &auth.user_claim {
+        None => None,
+        Some(claim) => Some(jwt::user_claim(&verified, claim).map_err(refuse)?),
+    };
+    Ok(Caller { team, key: None, user })
 }
 
 /// Authenticates a key sent bare, as Anthropic's SDKs send `x-api-key`.

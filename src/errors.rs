@@ -124,7 +124,8 @@ impl ApiError {
         Self::over_budget(&format!("The key \"{alias}\""), "the key's max_budget", spent_micro, reserved_micro, budget_micro)
     }
 
-    fn over_budget(who: &str, setting: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
+    /// Someone over a budget: `who` ("The key \"ci\"") and the `setting` to raise.
+    pub fn over_budget(who: &str, setting: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
         let usd = |micro: u64| micro as f64 / 1e6;
         let in_flight = if reserved_micro > 0 {
             format!(" (plus ${:.6} held by requests in flight)", usd(reserved_micro))

@@ -93,6 +93,9 @@ pub struct JwtAuth {
     /// entry that names a team is taken (as `groups` claims are).
     pub team_claim: String,
     pub user_claim: Option<String>,
+    /// Each user's budget (micro-USD), and its period.
+    pub user_budget_micro: Option<u64>,
+    pub user_period: Option<crate::period::Period>,
     /// Keys fetched from a JWKS URI, besides `keys`.
     pub jwks: Option<Jwks>,
 }
@@ -208,6 +211,33 @@ pub fn team_claim<'c>(verified: &'c Verified, claim: &str, is_team: impl Fn(&str
         Some(_) => Err(format!("the token's {claim} claim is neither a string nor a list of strings")),
         None => Err(format!("the token has no {claim} claim to name its team")),
     }
+}
+
+/// The shared-data key of a user's ledger.
+pub fn user_ledger_key(team: &str, user: &str) -> String {
+    format!("tollgate/ledger/user/{team}/{user}")
+}
+
+/// The longest user label kept.
+const MAX_USER_LABEL: usize = 128;
+
+/// The user a verified token names (`user_claim`), as a stats label:
+/// characters that would split labels (`;`) or break them (control
+/// characters) become `_`, and it is cut at 128 bytes.
+pub fn user_claim(verified: &Verified, claim: &str) -> Result<String, String> {
+    let value = match verified.claims.get(claim) {
+        Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+        Some(_) => return Err(format!("the token's {claim} claim is not a non-empty string")),
+        None => return Err(format!("the token has no {claim} claim to name its user")),
+    };
+    let mut out = String::with_capacity(value.len().min(MAX_USER_LABEL));
+    for c in value.chars() {
+        if out.len() + c.len_utf8() > MAX_USER_LABEL {
+            break;
+        }
+        out.push(if c == ';' || c.is_control() { '_' } else { c });
+    }
+    Ok(out)
 }
 
 /// A key from a JWK (RFC 7517): RSA (`n`, `e`), EC P-256/P-384 (`x`, `y`)

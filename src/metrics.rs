@@ -59,7 +59,8 @@ impl Metric {
 }
 
 /// Every label any metric carries, in the order names are built.
-pub const LABELS: [&str; 8] = ["team", "model", "provider", "code", "type", "reason", "deployment", "fallback"];
+pub const LABELS: [&str; 10] =
+    ["team", "model", "provider", "code", "type", "reason", "deployment", "fallback", "key", "user"];
 
 /// The character that may not appear in label values.
 pub const SEPARATOR: char = ';';

@@ -159,3 +159,64 @@ auth:
     let r = until_status(&first, 401);
     assert!(r.body.contains("unknown key id (kid) \\\"r1\\\""), "{}", r.body);
 }
+
+#[test]
+fn each_user_has_a_label_and_a_budget_of_its_own() {
+    let up = Upstream::openai();
+    let ec = ES256KeyPair::generate().with_key_id("mesh-1");
+    let pem: String = ec.public_key().to_pem().unwrap().lines().map(|l| format!("          {l}\n")).collect();
+    let config = format!(
+        r#"
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params: {{model: openai/gpt-4o-mini, api_base: "{}/v1", api_key: os.environ/TEST_PROVIDER_KEY}}
+user_access:
+  - user_id: team-alpha
+    models: [gpt-4o-mini]
+    max_budget: 10
+auth:
+  jwt:
+    issuer: https://idp.mesh.local
+    audiences: [tollgate]
+    user_claim: email
+    user_max_budget: 0.00001
+    user_budget_duration: daily
+    keys:
+      - kid: mesh-1
+        pem: |
+{pem}"#,
+        up.base_url()
+    );
+    let gw = Gateway::start(&config, &standard_env());
+    let token = |email: &str| {
+        ec.sign(
+            Claims::with_custom_claims(json!({"team": "team-alpha", "email": email}), Duration::from_mins(5))
+                .with_issuer("https://idp.mesh.local")
+                .with_audience("tollgate"),
+        )
+        .unwrap()
+    };
+    // 5 micro-USD a request against 10 each: two requests, then 429.
+    let ana = token("ana@example.com");
+    assert_eq!(gw.chat(&ana, "gpt-4o-mini").status, 200);
+    assert_eq!(gw.chat(&ana, "gpt-4o-mini").status, 200);
+    let v = gw.chat(&ana, "gpt-4o-mini").assert_error(429, Some("insufficient_quota"));
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("The user \"ana@example.com\" has used its budget"), "{v}");
+    // Another user of the same team has a budget of their own.
+    assert_eq!(gw.chat(&token("bo@example.com"), "gpt-4o-mini").status, 200);
+    gw.wait_metric(
+        r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini",user="ana@example.com"}"#,
+        10.0,
+    );
+    gw.wait_metric(r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini",user="bo@example.com"}"#, 5.0);
+    // A token without the user claim is refused, and says why.
+    let anonymous = ec
+        .sign(
+            Claims::with_custom_claims(json!({"team": "team-alpha"}), Duration::from_mins(5))
+                .with_issuer("https://idp.mesh.local")
+                .with_audience("tollgate"),
+        )
+        .unwrap();
+    let v = gw.chat(&anonymous, "gpt-4o-mini").assert_error(401, Some("invalid_api_key"));
+    assert_eq!(v["error"]["message"], "Invalid token: the token has no email claim to name its user.");
+}

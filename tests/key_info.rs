@@ -111,4 +111,6 @@ user_access:
     assert_eq!(info["budget"]["spend"], 0.00002);
     // The key itself appears nowhere in the answer.
     assert!(!info.to_string().contains(ALPHA_KEY));
+    // Its alias labels its stats.
+    gw.wait_metric(r#"tollgate_spend_micro_usd_total{team="team-alpha",model="gpt-4o-mini",key="ci-bot"}"#, 20.0);
 }

@@ -121,7 +121,7 @@ fn answered(d: HeadDecision) -> (usize, Value) {
 }
 
 fn pending(team: usize, endpoint: Endpoint) -> Pending {
-    Pending { team, endpoint, anthropic_version: false, key: None }
+    Pending { team, endpoint, anthropic_version: false, key: None, user: None }
 }
 
 /// The body as it goes upstream.
@@ -358,12 +358,12 @@ fn valid_requests_read_the_body_and_keep_the_query() {
     };
     assert_eq!(
         on_head(&gw, &h),
-        HeadDecision::ReadBody(Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false, key: None })
+        HeadDecision::ReadBody(Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false, key: None, user: None })
     );
     assert_eq!(on_head(&gw, &head("POST", "/embeddings", Some(&beta))), HeadDecision::ReadBody(pending(BETA, Endpoint::Embeddings)));
     assert_eq!(
         on_head(&gw, &head("POST", "/v1/completions?", Some(&beta))),
-        HeadDecision::ReadBody(Pending { team: BETA, endpoint: Endpoint::Completions, anthropic_version: false, key: None })
+        HeadDecision::ReadBody(Pending { team: BETA, endpoint: Endpoint::Completions, anthropic_version: false, key: None, user: None })
     );
 }
 
@@ -466,7 +466,7 @@ fn no_edit_when_the_upstream_name_is_the_public_name() {
 #[test]
 fn headers_for_a_keyed_deployment() {
     let gw = gateway();
-    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false, key: None };
+    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false, key: None, user: None };
     let body = br#"{"model":"gpt-4o-mini"}"#;
     let fwd = on_body(&gw, &p, body, 0).unwrap();
     let len = apply(body, &fwd.body_edit).len();
@@ -516,7 +516,7 @@ fn headers_for_a_keyed_deployment() {
 
     // Anthropic's own API passes through; the client's anthropic-version is kept.
     let msg = br#"{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"Hi"}]}"#;
-    let p = Pending { team: ALPHA, endpoint: Endpoint::Messages, anthropic_version: true, key: None };
+    let p = Pending { team: ALPHA, endpoint: Endpoint::Messages, anthropic_version: true, key: None, user: None };
     let fwd = on_body(&gw, &p, msg, 0).unwrap();
     assert_eq!(fwd.wire, Wire::Anthropic);
     assert_eq!(header(&fwd, ":path"), Some("/v1/messages"));
@@ -687,7 +687,7 @@ fn round_robin_over_two_deployments() {
     let gw = gateway();
     assert_eq!(gw.models[4].deployments, vec![4, 5]);
     let body = br#"{"model":"rr","messages":[]}"#;
-    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false, key: None };
+    let p = Pending { team: ALPHA, endpoint: Endpoint::ChatCompletions, anthropic_version: false, key: None, user: None };
     let a = |fwd: &Forward| {
         assert_eq!(fwd.deployment, 4);
         assert_eq!(header(fwd, ":path"), Some("/v1/chat/completions"));

@@ -55,8 +55,15 @@ pub struct JwtSettings {
     /// `groups`), its first entry that is a team.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_claim: Option<String>,
+    /// The claim that names the user (e.g. `sub` or `email`): a stats
+    /// label, and the holder of `user_max_budget`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_claim: Option<String>,
+    /// USD per user, on top of the team's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_max_budget: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_budget_duration: Option<String>,
 }
 
 /// One verifying key: a PEM public key, a JWK, or an HMAC secret.

@@ -269,6 +269,8 @@ struct InFlight {
     team: usize,
     /// The key's own rules, if it has any.
     key: Option<usize>,
+    /// The JWT's user, if `user_claim` is set.
+    user: Option<String>,
     model: usize,
     deployment: usize,
     estimate: Estimate,
@@ -665,6 +667,7 @@ impl Request {
         self.state = State::Forwarded(Box::new(InFlight {
             team: pending.team,
             key: pending.key,
+            user: pending.user.clone(),
             model: forward.model,
             deployment: forward.deployment,
             estimate: forward.estimate,
@@ -772,8 +775,8 @@ impl Request {
     /// amount reserved (0 for a team without a budget).
     fn reserve(&self, gw: &Gateway, pending: &Pending, forward: &Forward, now_ms: u64) -> Result<u64, ApiError> {
         let team = gw.teams.get(pending.team).filter(|t| t.budget_micro.is_some());
-        let key = key_budget(gw, pending.key);
-        if team.is_none() && key.is_none() {
+        let extras = extra_ledgers(gw, pending.team, pending.key, pending.user.as_deref());
+        if team.is_none() && extras.is_empty() {
             return Ok(0);
         }
         // A fallback may cost more: the reservation covers the dearest
@@ -785,15 +788,22 @@ impl Request {
             .map(|d| accounting::worst_case_micro(d.price, forward.estimate))
             .max()
             .unwrap_or(0);
-        // The key's own budget first, then its team's.
-        if let Some((rule, budget)) = key {
-            let period = rule.period.map_or(0, |p| p.start(now_ms));
-            match budget::update(&SharedData, &rule.ledger_key, |l| budget::admit(l.at(period), budget, worst)) {
-                Ok(Ok(_)) => {}
-                Ok(Err(ledger)) => {
-                    return Err(ApiError::key_budget_exceeded(&rule.alias, ledger.spent, ledger.reserved, budget))
-                }
-                Err(e) => return Err(ApiError::internal(&e)),
+        // The key's and the user's own budgets first, then the team's.
+        let release = |done: &[ExtraLedger]| {
+            for l in done {
+                settle_ledger(&l.key, l.period, worst, 0, now_ms);
+            }
+        };
+        for (i, l) in extras.iter().enumerate() {
+            let period = l.period.map_or(0, |p| p.start(now_ms));
+            let refused = match budget::update(&SharedData, &l.key, |led| budget::admit(led.at(period), l.budget, worst)) {
+                Ok(Ok(_)) => None,
+                Ok(Err(ledger)) => Some(ApiError::over_budget(&l.who, l.setting, ledger.spent, ledger.reserved, l.budget)),
+                Err(e) => Some(ApiError::internal(&e)),
+            };
+            if let Some(error) = refused {
+                release(extras.get(..i).unwrap_or_default());
+                return Err(error);
             }
         }
         if let Some((t, budget)) = team.and_then(|t| Some((t, t.budget_micro?))) {
@@ -804,9 +814,7 @@ impl Request {
                 Err(e) => Some(ApiError::internal(&e)),
             };
             if let Some(error) = refused {
-                if let Some((rule, _)) = key {
-                    settle_ledger(&rule.ledger_key, rule.period, worst, 0, now_ms);
-                }
+                release(&extras);
                 return Err(error);
             }
         }
@@ -817,8 +825,8 @@ impl Request {
         if let Some(t) = gw.teams.get(pending.team).filter(|t| t.budget_micro.is_some()) {
             settle_ledger(&t.ledger_key, t.period, reserved, 0, now_ms);
         }
-        if let Some((rule, _)) = key_budget(gw, pending.key) {
-            settle_ledger(&rule.ledger_key, rule.period, reserved, 0, now_ms);
+        for l in extra_ledgers(gw, pending.team, pending.key, pending.user.as_deref()) {
+            settle_ledger(&l.key, l.period, reserved, 0, now_ms);
         }
     }
 
@@ -871,25 +879,39 @@ impl Request {
 
         let (t, m, p) = (team.id.as_str(), model.name.as_str(), dep.provider.name());
         let provider = dep.provider as usize;
-        let key = |metric, extra| Key::new(metric, flight.team, flight.model, provider, extra);
+        // Who within the team: the key's alias, the JWT's user (labels
+        // `key` and `user`, present only when there is one).
+        let alias = flight.key.and_then(|k| gw.key_rules.get(k)).map(|r| r.alias.as_str());
+        let mut who: Vec<(&str, &str)> = Vec::new();
+        if let Some(a) = alias {
+            who.push(("key", a));
+        }
+        if let Some(u) = flight.user.as_deref() {
+            who.push(("user", u));
+        }
         let s = &self.stats;
+        let caller = s.caller_id(&who);
+        let key = |metric, extra| Key::new(metric, flight.team, flight.model, provider, extra).by(caller);
+        fn joined<'a>(base: &[(&'a str, &'a str)], who: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+            base.iter().chain(who.iter()).copied().collect()
+        }
         let status = flight.status.unwrap_or(0);
         let code = status.to_string();
-        s.add(key(Metric::Requests, u32::from(status)), &[("team", t), ("model", m), ("provider", p), ("code", &code)], 1);
+        s.add(key(Metric::Requests, u32::from(status)), &joined(&[("team", t), ("model", m), ("provider", p), ("code", &code)], &who), 1);
         let usage = outcome.usage;
         for (i, (kind, n)) in [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input)]
             .into_iter()
             .enumerate()
         {
-            let labels = [("team", t), ("model", m), ("provider", p), ("type", kind)];
+            let labels = joined(&[("team", t), ("model", m), ("provider", p), ("type", kind)], &who);
             s.add(key(Metric::Tokens, u32::try_from(i).unwrap_or_default()), &labels, delta(n));
         }
-        s.add(key(Metric::Spend, 0), &[("team", t), ("model", m)], delta(outcome.cost_micro));
+        s.add(key(Metric::Spend, 0), &joined(&[("team", t), ("model", m)], &who), delta(outcome.cost_micro));
         if outcome.estimated {
             s.add(key(Metric::Estimated, 0), &[("team", t), ("model", m)], 1);
         }
-        if let Some((rule, _)) = key_budget(&gw, flight.key) {
-            settle_ledger(&rule.ledger_key, rule.period, flight.reserved, outcome.cost_micro, now);
+        for l in extra_ledgers(&gw, flight.team, flight.key, flight.user.as_deref()) {
+            settle_ledger(&l.key, l.period, flight.reserved, outcome.cost_micro, now);
         }
         let elapsed = now.saturating_sub(flight.started_ms);
         let (duration, labels) = series(&gw, &flight, Metric::Duration);
@@ -967,10 +989,30 @@ fn record_route(gw: &Gateway, flight: &InFlight, stats: &Stats, outcome: routing
     }
 }
 
-/// A key's own budget, if it has one.
-fn key_budget(gw: &Gateway, key: Option<usize>) -> Option<(&crate::config::KeyRule, u64)> {
-    let rule = gw.key_rules.get(key?)?;
-    Some((rule, rule.budget_micro?))
+/// A budget besides the team's that a request is charged to: its key's
+/// (`api_keys[].max_budget`) or its user's (`auth.jwt.user_max_budget`).
+struct ExtraLedger {
+    key: String,
+    budget: u64,
+    period: Option<crate::period::Period>,
+    /// How a refusal names it, and the setting to raise.
+    who: String,
+    setting: &'static str,
+}
+
+fn extra_ledgers(gw: &Gateway, team: usize, key: Option<usize>, user: Option<&str>) -> Vec<ExtraLedger> {
+    let mut out = Vec::new();
+    if let Some(rule) = key.and_then(|k| gw.key_rules.get(k)) {
+        if let Some(budget) = rule.budget_micro {
+            out.push(ExtraLedger { key: rule.ledger_key.clone(), budget, period: rule.period, who: format!("The key \"{}\"", rule.alias), setting: "the key's max_budget" });
+        }
+    }
+    if let (Some(user), Some(auth), Some(t)) = (user, gw.jwt.as_deref(), gw.teams.get(team)) {
+        if let Some(budget) = auth.user_budget_micro {
+            out.push(ExtraLedger { key: jwt::user_ledger_key(&t.id, user), budget, period: auth.user_period, who: format!("The user \"{user}\""), setting: "auth.jwt.user_max_budget" });
+        }
+    }
+    out
 }
 
 /// Settles a reservation in a ledger (in its current period).

@@ -25,18 +25,27 @@ pub struct Key {
     pub model: u32,
     pub provider: u32,
     pub extra: u32,
+    /// The caller within the team (key alias, JWT user), from
+    /// [`Stats::caller_id`]; 0 for none.
+    pub caller: u32,
 }
 
 impl Key {
     pub fn new(metric: Metric, team: usize, model: usize, provider: usize, extra: u32) -> Self {
         let idx = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
-        Self { metric, team: idx(team), model: idx(model), provider: idx(provider), extra }
+        Self { metric, team: idx(team), model: idx(model), provider: idx(provider), extra, caller: 0 }
+    }
+
+    pub fn by(self, caller: u32) -> Self {
+        Self { caller, ..self }
     }
 }
 
 #[derive(Default)]
 pub struct Stats {
     ids: RefCell<HashMap<Key, u32>>,
+    /// Caller label sets (`key=…;user=…`) by number, for [`Key::caller`].
+    callers: RefCell<HashMap<String, u32>>,
     /// Changes not yet sent, by metric id.
     pending: RefCell<HashMap<u32, i64>>,
     batched: bool,
@@ -45,6 +54,17 @@ pub struct Stats {
 impl Stats {
     pub fn new(batched: bool) -> Self {
         Self { batched, ..Self::default() }
+    }
+
+    /// A number for a set of caller labels (0: none), stable for the VM.
+    pub fn caller_id(&self, labels: &[(&str, &str)]) -> u32 {
+        if labels.is_empty() {
+            return 0;
+        }
+        let name: String = labels.iter().map(|(k, v)| format!("{k}={v};")).collect();
+        let mut callers = self.callers.borrow_mut();
+        let next = u32::try_from(callers.len()).unwrap_or(u32::MAX).saturating_add(1);
+        *callers.entry(name).or_insert(next)
     }
 
     fn id(&self, key: Key, labels: &[(&str, &str)]) -> Option<u32> {

@@ -100,6 +100,14 @@ pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings, naming: ClusterNaming) 
         .copied()
         .filter(|a| keys.iter().any(|k| k.verifier.algorithm() == *a) || (jwks.is_some() && !a.starts_with("HS")))
         .collect();
+    if s.user_max_budget.is_some() && s.user_claim.is_none() {
+        cx.error(format!("{base}.user_max_budget"), "a budget per user needs user_claim to name the user");
+    }
+    if let Some(b) = s.user_max_budget {
+        if !b.is_finite() || b < 0.0 {
+            cx.error(format!("{base}.user_max_budget"), format!("{b} must be an amount of 0 or more, in USD"));
+        }
+    }
     let audiences = s.audiences.as_ref().filter(|a| !a.is_empty()).map(|a| a.iter().cloned().collect::<HashSet<_>>());
     if s.audiences.is_none() {
         cx.warnings.push(format!("{base}: no audiences, so a token issued for any audience is accepted"));
@@ -115,6 +123,14 @@ pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings, naming: ClusterNaming) 
         keys,
         team_claim: s.team_claim.clone().unwrap_or_else(|| "team".to_string()),
         user_claim: s.user_claim.clone(),
+        user_budget_micro: s.user_max_budget.map(crate::budget::usd_to_micro),
+        user_period: s.user_budget_duration.as_deref().and_then(|d| {
+            let parsed = crate::period::Period::parse(d);
+            if parsed.is_none() {
+                cx.error(format!("{base}.user_budget_duration"), format!("\"{d}\" is not a period; use 30d, 7d, 1d, 12h, daily, weekly or monthly"));
+            }
+            parsed
+        }),
         jwks,
     })
 }
