@@ -1,11 +1,14 @@
 //! JWT bearer tokens: minted here with jwt-simple, for each algorithm and
 //! each way a token can be wrong, and checked through `auth::authenticate`.
 
+mod common;
+
 use std::collections::HashMap;
 
 use jwt_simple::prelude::*;
 use serde_json::json;
 use tollgate::auth::authenticate;
+use common::b64url;
 use tollgate::config::{compile, parse_yaml, Gateway};
 
 const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes!!";
@@ -184,14 +187,3 @@ fn config_errors_name_the_field() {
     assert!(e.iter().any(|m| m == "auth.jwt.keys[0]: give exactly one of pem, jwk or secret"), "{e:?}");
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}

@@ -413,3 +413,16 @@ pub fn raw_post(port: u16, path: &str, key: &str, body: &[u8]) -> (u16, String) 
     request.extend_from_slice(body);
     raw_request(port, &request)
 }
+
+/// Base64url without padding (JWT and JWK encoding).
+pub fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
