@@ -119,11 +119,6 @@ impl ApiError {
         Self::over_budget(&format!("Team \"{team}\""), "max_budget in user_access", spent_micro, reserved_micro, budget_micro)
     }
 
-    /// A key over its own budget (`api_keys[].max_budget`).
-    pub fn key_budget_exceeded(alias: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
-        Self::over_budget(&format!("The key \"{alias}\""), "the key's max_budget", spent_micro, reserved_micro, budget_micro)
-    }
-
     /// Someone over a budget: `who` ("The key \"ci\"") and the `setting` to raise.
     pub fn over_budget(who: &str, setting: &str, spent_micro: u64, reserved_micro: u64, budget_micro: u64) -> Self {
         let usd = |micro: u64| micro as f64 / 1e6;

@@ -431,6 +431,23 @@ fn deployment(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, model: usize, na
     })
 }
 
+/// An amount in USD from the config: none, or 0 and more.
+fn check_usd(cx: &mut Ctx<'_>, path: &str, usd: Option<f64>) {
+    if let Some(b) = usd.filter(|b| !b.is_finite() || *b < 0.0) {
+        cx.error(path.to_string(), format!("{b} must be an amount of 0 or more, in USD"));
+    }
+}
+
+/// A budget period from the config (`budget_duration`), if any.
+fn parse_period(cx: &mut Ctx<'_>, path: &str, text: Option<&str>) -> Option<crate::period::Period> {
+    let text = text?;
+    let parsed = crate::period::Period::parse(text);
+    if parsed.is_none() {
+        cx.error(path.to_string(), format!("\"{text}\" is not a period; use 30d, 7d, 1d, 12h, daily, weekly or monthly"));
+    }
+    parsed
+}
+
 /// A time in seconds from the config, in ms; refused unless positive and at
 /// most a day.
 fn seconds_to_ms(cx: &mut Ctx<'_>, path: &str, seconds: Option<f64>) -> Option<u64> {
@@ -514,18 +531,8 @@ fn key_rule(cx: &mut Ctx<'_>, base: &str, r: &KeyRules, team_index: usize, team:
     if let Err(msg) = check_label(&alias) {
         cx.error(format!("{base}.alias"), msg);
     }
-    if let Some(b) = r.max_budget {
-        if !b.is_finite() || b < 0.0 {
-            cx.error(format!("{base}.max_budget"), format!("{b} must be an amount of 0 or more, in USD"));
-        }
-    }
-    let period = r.budget_duration.as_deref().and_then(|d| {
-        let parsed = crate::period::Period::parse(d);
-        if parsed.is_none() {
-            cx.error(format!("{base}.budget_duration"), format!("\"{d}\" is not a period; use 30d, 7d, 1d, 12h, daily, weekly or monthly"));
-        }
-        parsed
-    });
+    check_usd(cx, &format!("{base}.max_budget"), r.max_budget);
+    let period = parse_period(cx, &format!("{base}.budget_duration"), r.budget_duration.as_deref());
     let expires_ms = r.expires_at.as_deref().and_then(|t| {
         let parsed = crate::period::parse_utc(t);
         if parsed.is_none() {
@@ -598,32 +605,18 @@ fn team(cx: &mut Ctx<'_>, base: &str, entry: &TeamEntry, names: &Names<'_>) -> T
             }
         }
     }
-    if let Some(b) = entry.max_budget {
-        if !b.is_finite() || b < 0.0 {
-            cx.error(format!("{base}.max_budget"), format!("{b} must be an amount of 0 or more, in USD"));
-        }
-    }
+    check_usd(cx, &format!("{base}.max_budget"), entry.max_budget);
     let limits = Limits { rpm: entry.rpm_limit, tpm: entry.tpm_limit, parallel: entry.max_parallel_requests };
     for (field, value) in [("rpm_limit", entry.rpm_limit), ("tpm_limit", entry.tpm_limit), ("max_parallel_requests", entry.max_parallel_requests)] {
         if value == Some(0) {
             cx.error(format!("{base}.{field}"), "0 would refuse every request; remove the limit or set at least 1");
         }
     }
-    let period = entry.budget_duration.as_deref().and_then(|d| {
-        let parsed = crate::period::Period::parse(d);
-        if parsed.is_none() {
-            cx.error(format!("{base}.budget_duration"), format!("\"{d}\" is not a period; use 30d, 7d, 1d, 12h, daily, weekly or monthly"));
-        }
-        parsed
-    });
+    let period = parse_period(cx, &format!("{base}.budget_duration"), entry.budget_duration.as_deref());
     if period.is_some() && entry.max_budget.is_none() && entry.soft_budget.is_none() {
         cx.warnings.push(format!("{base}.budget_duration: the team has no max_budget or soft_budget to reset"));
     }
-    if let Some(b) = entry.soft_budget {
-        if !b.is_finite() || b < 0.0 {
-            cx.error(format!("{base}.soft_budget"), format!("{b} must be an amount of 0 or more, in USD"));
-        }
-    }
+    check_usd(cx, &format!("{base}.soft_budget"), entry.soft_budget);
     Team {
         period,
         soft_budget_micro: entry.soft_budget.map(budget::usd_to_micro),

@@ -103,11 +103,7 @@ pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings, naming: ClusterNaming) 
     if s.user_max_budget.is_some() && s.user_claim.is_none() {
         cx.error(format!("{base}.user_max_budget"), "a budget per user needs user_claim to name the user");
     }
-    if let Some(b) = s.user_max_budget {
-        if !b.is_finite() || b < 0.0 {
-            cx.error(format!("{base}.user_max_budget"), format!("{b} must be an amount of 0 or more, in USD"));
-        }
-    }
+    super::check_usd(cx, &format!("{base}.user_max_budget"), s.user_max_budget);
     let audiences = s.audiences.as_ref().filter(|a| !a.is_empty()).map(|a| a.iter().cloned().collect::<HashSet<_>>());
     if s.audiences.is_none() {
         cx.warnings.push(format!("{base}: no audiences, so a token issued for any audience is accepted"));
@@ -124,13 +120,7 @@ pub(super) fn compile(cx: &mut Ctx<'_>, s: &JwtSettings, naming: ClusterNaming) 
         team_claim: s.team_claim.clone().unwrap_or_else(|| "team".to_string()),
         user_claim: s.user_claim.clone(),
         user_budget_micro: s.user_max_budget.map(crate::budget::usd_to_micro),
-        user_period: s.user_budget_duration.as_deref().and_then(|d| {
-            let parsed = crate::period::Period::parse(d);
-            if parsed.is_none() {
-                cx.error(format!("{base}.user_budget_duration"), format!("\"{d}\" is not a period; use 30d, 7d, 1d, 12h, daily, weekly or monthly"));
-            }
-            parsed
-        }),
+        user_period: super::parse_period(cx, &format!("{base}.user_budget_duration"), s.user_budget_duration.as_deref()),
         jwks,
     })
 }
