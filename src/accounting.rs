@@ -34,17 +34,20 @@ pub fn outcome(
     let price = price.unwrap_or_default();
     let (usage, estimated) = match (is_success(status), usage) {
         (true, Some(u)) => (u, false),
-        (true, None) => (Usage { input: estimate.input_tokens, cached_input: 0, output: output_seen }, true),
+        (true, None) => (Usage { input: estimate.input_tokens, cached_input: 0, output: output_seen, ..Usage::default() }, true),
         (false, _) => (Usage::default(), false),
     };
     Outcome { usage, cost_micro: price.cost_micro(&usage), estimated }
 }
 
 /// The reservation for a request: its estimated prompt and its whole output
-/// allowance at full price.
+/// allowance at full price (a prompt that asks for caching, at the dearest
+/// cache-write price).
 pub fn worst_case_micro(price: Option<Price>, estimate: Estimate) -> u64 {
-    let usage = Usage { input: estimate.input_tokens, cached_input: 0, output: estimate.output_tokens };
-    price.unwrap_or_default().cost_micro(&usage)
+    let price = price.unwrap_or_default();
+    let priced = Price { input: price.dearest_input(estimate.caching), ..price };
+    let usage = Usage { input: estimate.input_tokens, output: estimate.output_tokens, ..Usage::default() };
+    priced.cost_micro(&usage)
 }
 
 /// A copy of a response body as it passes through, kept to read its usage
@@ -81,12 +84,12 @@ impl ResponseCopy {
 mod tests {
     use super::*;
 
-    const PRICE: Price = Price { input: 150_000, output: 600_000, cached_input: 75_000 };
-    const EST: Estimate = Estimate { input_tokens: 100, output_tokens: 4096 };
+    const PRICE: Price = Price::new(150_000, 600_000, 75_000);
+    const EST: Estimate = Estimate { input_tokens: 100, output_tokens: 4096, caching: false };
 
     #[test]
     fn exact_estimated_and_free() {
-        let u = Usage { input: 10, cached_input: 0, output: 5 };
+        let u = Usage { input: 10, cached_input: 0, output: 5, ..Usage::default() };
         assert_eq!(outcome(Some(PRICE), Some(200), Some(u), EST, 9), Outcome { usage: u, cost_micro: 5, estimated: false });
         let o = outcome(Some(PRICE), Some(200), None, EST, 0);
         assert_eq!((o.usage.input, o.usage.output, o.cost_micro, o.estimated), (100, 0, 15, true));
@@ -102,6 +105,8 @@ mod tests {
         // 100 × 0.15 + 4096 × 0.6 = 15 + 2457.6 -> 2473 µUSD
         assert_eq!(worst_case_micro(Some(PRICE), EST), 2473);
         assert_eq!(worst_case_micro(None, EST), 0);
+        // A prompt that asks for caching may be written for an hour, at twice the input price.
+        assert_eq!(worst_case_micro(Some(PRICE), Estimate { caching: true, ..EST }), 30 + 2458);
     }
 
     #[test]
@@ -109,7 +114,7 @@ mod tests {
         let mut c = ResponseCopy::default();
         c.push(br#"{"usage":{"prompt_tokens":3,"#);
         c.push(br#""completion_tokens":4}}"#);
-        assert_eq!(c.usage(), Some(Usage { input: 3, cached_input: 0, output: 4 }));
+        assert_eq!(c.usage(), Some(Usage { input: 3, cached_input: 0, output: 4, ..Usage::default() }));
         let mut c = ResponseCopy::default();
         c.push(&vec![b' '; RESPONSE_COPY_LIMIT]);
         c.push(b"{}");

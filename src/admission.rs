@@ -251,6 +251,9 @@ pub struct Estimate {
     /// `max_completion_tokens` or `max_tokens` (times `n`), else
     /// [`DEFAULT_MAX_OUTPUT_TOKENS`]; 0 for embeddings.
     pub output_tokens: u64,
+    /// The prompt asks Anthropic to cache part of it (`cache_control`, on
+    /// `/v1/messages`): it may be billed at the cache-write price.
+    pub caching: bool,
 }
 
 /// What Envoy's router retries on, with `num_retries`: no connection, a
@@ -281,7 +284,20 @@ fn estimate(body: &[u8], top: &json_scan::TopLevel, endpoint: Endpoint) -> Estim
             per_choice.saturating_mul(choices)
         }
     };
-    Estimate { input_tokens, output_tokens }
+    let caching = endpoint == Endpoint::Messages && contains(body, b"cache_control");
+    Estimate { input_tokens, output_tokens, caching }
+}
+
+/// Whether `needle` occurs in `haystack` (found by its rarest byte, `_`).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some(anchor) = needle.iter().position(|&b| b == b'_') else {
+        return haystack.windows(needle.len()).any(|w| w == needle);
+    };
+    haystack
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'_')
+        .any(|(i, _)| i.checked_sub(anchor).and_then(|start| haystack.get(start..start.saturating_add(needle.len()))) == Some(needle))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,16 +18,45 @@ pub struct Price {
     pub input: u64,
     pub output: u64,
     pub cached_input: u64,
+    /// Prompt tokens written to the cache for 5 minutes.
+    pub cache_write: u64,
+    /// Prompt tokens written to the cache for 1 hour.
+    pub cache_write_1h: u64,
 }
 
 impl Price {
+    /// Input, output and cache-read prices, with Anthropic's cache-write
+    /// prices derived from the input price: 1.25 times it for 5 minutes, 2
+    /// times for an hour. (Only Anthropic reports cache writes.)
+    pub const fn new(input: u64, output: u64, cached_input: u64) -> Self {
+        Self {
+            input,
+            output,
+            cached_input,
+            cache_write: input.saturating_mul(5).div_ceil(4),
+            cache_write_1h: input.saturating_mul(2),
+        }
+    }
+
     /// The cost of a usage in pico-USD.
     pub fn cost_pico(&self, usage: &Usage) -> u64 {
         usage
             .input
             .saturating_mul(self.input)
             .saturating_add(usage.cached_input.saturating_mul(self.cached_input))
+            .saturating_add(usage.cache_write.saturating_mul(self.cache_write))
+            .saturating_add(usage.cache_write_1h.saturating_mul(self.cache_write_1h))
             .saturating_add(usage.output.saturating_mul(self.output))
+    }
+
+    /// The dearest price a prompt token can have: a prompt that asks for
+    /// caching may be written to the cache whole.
+    pub fn dearest_input(&self, caching: bool) -> u64 {
+        if caching {
+            self.input.max(self.cache_write).max(self.cache_write_1h)
+        } else {
+            self.input
+        }
     }
 
     /// The cost of a usage in micro-USD, rounded up.
@@ -88,7 +117,7 @@ fn parse_row(line: &'static str) -> Option<(&'static str, Price)> {
         "-" => input,
         s => per_mtok_to_pico(s)?,
     };
-    cols.next().is_none().then_some((name, Price { input, output, cached_input }))
+    cols.next().is_none().then_some((name, Price::new(input, output, cached_input)))
 }
 
 /// "0.075" USD per million tokens to pico-USD per token (75 000), exactly.
@@ -119,7 +148,7 @@ mod tests {
     #[test]
     fn known_prices() {
         let p = builtin("gpt-4o-mini").unwrap();
-        assert_eq!(p, Price { input: 150_000, output: 600_000, cached_input: 75_000 });
+        assert_eq!(p, Price::new(150_000, 600_000, 75_000));
         assert_eq!(builtin("gpt-4o-mini-2024-07-18"), Some(p));
         assert_eq!(builtin("openai/gpt-4o-mini"), Some(p));
         let h = builtin("claude-3-5-haiku-20241022").unwrap();
@@ -147,11 +176,22 @@ mod tests {
     fn cost_rounds_up_to_micro_usd_once() {
         let p = builtin("gpt-4o-mini").unwrap();
         // 10 input + 5 output: 1.5 + 3.0 = 4.5 µUSD -> 5
-        let u = Usage { input: 10, cached_input: 0, output: 5 };
+        let u = Usage { input: 10, cached_input: 0, output: 5, ..Usage::default() };
         assert_eq!(p.cost_pico(&u), 4_500_000);
         assert_eq!(p.cost_micro(&u), 5);
-        let u = Usage { input: 1_000_000, cached_input: 1_000_000, output: 1_000_000 };
+        let u = Usage { input: 1_000_000, cached_input: 1_000_000, output: 1_000_000, ..Usage::default() };
         assert_eq!(p.cost_micro(&u), 150_000 + 75_000 + 600_000);
         assert_eq!(Price::default().cost_micro(&u), 0);
+    }
+
+    #[test]
+    fn anthropic_cache_writes_have_their_own_prices() {
+        // claude-sonnet-4-5: $3 input, $3.75 5-minute writes, $6 1-hour writes, $0.30 reads, $15 output.
+        let p = builtin("claude-sonnet-4-5").unwrap();
+        assert_eq!((p.cache_write, p.cache_write_1h), (3_750_000, 6_000_000));
+        let u = Usage { input: 1_000_000, cached_input: 1_000_000, cache_write: 1_000_000, cache_write_1h: 1_000_000, output: 1_000_000 };
+        assert_eq!(p.cost_micro(&u), 3_000_000 + 300_000 + 3_750_000 + 6_000_000 + 15_000_000);
+        assert_eq!(p.dearest_input(false), 3_000_000);
+        assert_eq!(p.dearest_input(true), 6_000_000);
     }
 }

@@ -193,7 +193,7 @@ mod tests {
         let out: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(out["object"], "chat.completion");
         assert_eq!(out["choices"][0]["message"]["content"], "Hi");
-        assert_eq!(r.usage(), Some(Usage { input: 4, cached_input: 0, output: 2 }));
+        assert_eq!(r.usage(), Some(Usage { input: 4, cached_input: 0, output: 2, ..Usage::default() }));
     }
 
     #[test]
@@ -225,6 +225,6 @@ mod tests {
         assert!(!first.first_content);
         assert!(r.on_chunk(delta.as_bytes(), false).first_content);
         // Cut here: no message_delta.
-        assert_eq!(r.usage(), Some(Usage { input: 9, cached_input: 0, output: 100 }));
+        assert_eq!(r.usage(), Some(Usage { input: 9, cached_input: 0, output: 100, ..Usage::default() }));
     }
 }

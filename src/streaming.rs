@@ -212,7 +212,7 @@ mod tests {
         let (out, first) = run(&mut m, &[STREAM.as_bytes()]);
         assert_eq!(out, STREAM.as_bytes());
         assert!(first);
-        assert_eq!(m.usage(), Some(Usage { input: 9, cached_input: 0, output: 2 }));
+        assert_eq!(m.usage(), Some(Usage { input: 9, cached_input: 0, output: 2, ..Usage::default() }));
         assert_eq!(m.estimated_output_tokens(), 3, "'Hello wörld' is 11 characters");
     }
 

@@ -3,20 +3,48 @@
 //! OpenAI-style bodies carry `usage.prompt_tokens` (cached tokens included,
 //! counted again in `prompt_tokens_details.cached_tokens`) and
 //! `usage.completion_tokens`; Anthropic-style bodies carry `input_tokens`
-//! (cache reads excluded), `cache_read_input_tokens` and `output_tokens`.
-//! Both become a [`Usage`] whose three counts do not overlap.
+//! (cache reads and writes excluded), `cache_read_input_tokens`,
+//! `cache_creation_input_tokens` (split by lifetime in `cache_creation`)
+//! and `output_tokens`. Both become a [`Usage`] whose counts do not overlap.
 
 use serde::Deserialize;
 
 use crate::json_scan::{self, TopKey};
 
-/// Tokens of one request. `input` excludes `cached_input`, so the three
-/// counts add up to what was billed and each has its own price.
+/// Tokens of one request. No count includes another, so they add up to
+/// what was billed and each has its own price.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Prompt tokens neither read from nor written to a cache.
     pub input: u64,
+    /// Prompt tokens read from the provider's cache.
     pub cached_input: u64,
+    /// Prompt tokens written to Anthropic's cache for 5 minutes.
+    pub cache_write: u64,
+    /// Prompt tokens written to Anthropic's cache for 1 hour.
+    pub cache_write_1h: u64,
     pub output: u64,
+}
+
+impl Usage {
+    /// Anthropic's counts: `cache_creation` is the total written to the
+    /// cache, `one_hour` the part of it written for an hour (the rest is
+    /// written for 5 minutes).
+    pub fn anthropic(input: u64, cache_read: u64, cache_creation: u64, one_hour: u64, output: u64) -> Self {
+        let one_hour = one_hour.min(cache_creation);
+        Self {
+            input,
+            cached_input: cache_read,
+            cache_write: cache_creation.saturating_sub(one_hour),
+            cache_write_1h: one_hour,
+            output,
+        }
+    }
+
+    /// Prompt tokens written to a cache, whatever their lifetime.
+    pub fn cache_writes(&self) -> u64 {
+        self.cache_write.saturating_add(self.cache_write_1h)
+    }
 }
 
 /// The `usage` object as providers send it.
@@ -29,6 +57,26 @@ pub struct Wire {
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
+    cache_creation: Option<CacheCreation>,
+}
+
+/// Anthropic's `usage.cache_creation`: cache writes by lifetime.
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+pub struct CacheCreation {
+    pub ephemeral_5m_input_tokens: Option<u64>,
+    pub ephemeral_1h_input_tokens: Option<u64>,
+}
+
+impl CacheCreation {
+    /// The tokens written for an hour.
+    pub fn one_hour(&self) -> u64 {
+        self.ephemeral_1h_input_tokens.unwrap_or(0)
+    }
+
+    /// All tokens written, when `cache_creation_input_tokens` is missing.
+    pub fn total(&self) -> u64 {
+        self.ephemeral_5m_input_tokens.unwrap_or(0).saturating_add(self.one_hour())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,13 +98,16 @@ pub fn from_object(bytes: &[u8]) -> Option<Usage> {
 /// A parsed `usage` object to a [`Usage`]; None if it carries no counts.
 pub fn from_wire(wire: Wire) -> Option<Usage> {
     if let Some(input) = wire.input_tokens {
-        // Anthropic: input_tokens already excludes cache reads.
-        // Anthropic's cache writes are billed as input (see the README's limits).
-        return Some(Usage {
-            input: input.saturating_add(wire.cache_creation_input_tokens.unwrap_or(0)),
-            cached_input: wire.cache_read_input_tokens.unwrap_or(0),
-            output: wire.output_tokens.unwrap_or(0),
-        });
+        // Anthropic: input_tokens already excludes cache reads and writes.
+        let split = wire.cache_creation.unwrap_or_default();
+        let written = wire.cache_creation_input_tokens.unwrap_or_else(|| split.total());
+        return Some(Usage::anthropic(
+            input,
+            wire.cache_read_input_tokens.unwrap_or(0),
+            written,
+            split.one_hour(),
+            wire.output_tokens.unwrap_or(0),
+        ));
     }
     let prompt = wire.prompt_tokens?;
     let cached = wire
@@ -68,6 +119,7 @@ pub fn from_wire(wire: Wire) -> Option<Usage> {
         input: prompt.saturating_sub(cached),
         cached_input: cached,
         output: wire.completion_tokens.unwrap_or(0),
+        ..Usage::default()
     })
 }
 
@@ -81,21 +133,28 @@ mod tests {
             "usage":{"prompt_tokens":120,"completion_tokens":30,"total_tokens":150,
                      "prompt_tokens_details":{"cached_tokens":100,"audio_tokens":0},
                      "completion_tokens_details":{"reasoning_tokens":10}}}"#;
-        assert_eq!(from_response(body), Some(Usage { input: 20, cached_input: 100, output: 30 }));
+        assert_eq!(from_response(body), Some(Usage { input: 20, cached_input: 100, output: 30, ..Usage::default() }));
     }
 
     #[test]
     fn embeddings_and_usage_first() {
         let body = br#"{"usage":{"prompt_tokens":8,"total_tokens":8},"object":"list","data":[{"embedding":[0.1]}]}"#;
-        assert_eq!(from_response(body), Some(Usage { input: 8, cached_input: 0, output: 0 }));
+        assert_eq!(from_response(body), Some(Usage { input: 8, cached_input: 0, output: 0, ..Usage::default() }));
     }
 
     #[test]
     fn anthropic_shape() {
         let body = br#"{"type":"message","usage":{"input_tokens":12,"cache_read_input_tokens":40,"cache_creation_input_tokens":0,"output_tokens":7}}"#;
-        assert_eq!(from_response(body), Some(Usage { input: 12, cached_input: 40, output: 7 }));
+        assert_eq!(from_response(body), Some(Usage { input: 12, cached_input: 40, output: 7, ..Usage::default() }));
         let body = br#"{"type":"message","usage":{"input_tokens":12,"cache_read_input_tokens":40,"cache_creation_input_tokens":5,"output_tokens":7}}"#;
-        assert_eq!(from_response(body), Some(Usage { input: 17, cached_input: 40, output: 7 }));
+        assert_eq!(from_response(body), Some(Usage { input: 12, cached_input: 40, cache_write: 5, output: 7, ..Usage::default() }));
+        // Split by lifetime, as Anthropic reports it since the 1-hour cache.
+        let body = br#"{"type":"message","usage":{"input_tokens":12,"cache_read_input_tokens":0,"cache_creation_input_tokens":50,
+            "cache_creation":{"ephemeral_5m_input_tokens":20,"ephemeral_1h_input_tokens":30},"output_tokens":7}}"#;
+        assert_eq!(from_response(body), Some(Usage { input: 12, cache_write: 20, cache_write_1h: 30, output: 7, ..Usage::default() }));
+        // The split alone still counts.
+        let body = br#"{"usage":{"input_tokens":1,"cache_creation":{"ephemeral_5m_input_tokens":2,"ephemeral_1h_input_tokens":3}}}"#;
+        assert_eq!(from_response(body), Some(Usage { input: 1, cache_write: 2, cache_write_1h: 3, ..Usage::default() }));
     }
 
     #[test]
@@ -113,6 +172,6 @@ mod tests {
     #[test]
     fn cached_never_exceeds_prompt() {
         let u = from_object(br#"{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":9}}"#).unwrap();
-        assert_eq!(u, Usage { input: 0, cached_input: 5, output: 0 });
+        assert_eq!(u, Usage { input: 0, cached_input: 5, output: 0, ..Usage::default() });
     }
 }

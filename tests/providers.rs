@@ -42,6 +42,13 @@ user_access:
 }
 
 const CLAUDE_TOKENS: &str = r#"tollgate_tokens_total{team="team-alpha",model="claude-3-5-haiku",provider="anthropic",type="#;
+const CLAUDE_SPEND: &str = r#"tollgate_spend_micro_usd_total{team="team-alpha",model="claude-3-5-haiku"}"#;
+
+/// One call to the fake Anthropic API, at claude-3-5-haiku's prices (USD per
+/// million tokens: 0.80 input, 0.08 cache reads, 1.00 5-minute and 1.60
+/// 1-hour cache writes, 4.00 output): 10 × 0.80 + 2 × 0.08 + 1 × 1.00 +
+/// 2 × 1.60 + 5 × 4.00 = 32.36 µUSD, rounded up once.
+const CLAUDE_CALL_MICRO_USD: f64 = 33.0;
 
 #[test]
 fn the_openai_sdk_calls_claude_with_tools_plain_and_streamed() {
@@ -78,11 +85,13 @@ fn the_openai_sdk_calls_claude_with_tools_plain_and_streamed() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "overloaded_error");
 
-    // Seven successful calls: 10 input + 3 cache writes (billed as input),
-    // 2 cache reads and 5 output tokens each; the overloaded one costs nothing.
-    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"input\"}}"), 7.0 * 13.0);
+    // Seven successful calls: 10 input, 3 cache writes, 2 cache reads and 5
+    // output tokens each; the overloaded one costs nothing.
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"input\"}}"), 7.0 * 10.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"cache_write\"}}"), 7.0 * 3.0);
     gw.wait_metric(&format!("{CLAUDE_TOKENS}\"cached_input\"}}"), 7.0 * 2.0);
     gw.wait_metric(&format!("{CLAUDE_TOKENS}\"output\"}}"), 7.0 * 5.0);
+    gw.wait_metric(CLAUDE_SPEND, 7.0 * CLAUDE_CALL_MICRO_USD);
 }
 
 #[test]
@@ -104,8 +113,10 @@ fn anthropic_sdk_uses_messages_with_its_team_key() {
     }
     // Passed through untouched: the system prompt stays top-level.
     assert_eq!(reqs[0].json()["system"], "Be terse.");
-    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"input\"}}"), 3.0 * 13.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"input\"}}"), 3.0 * 10.0);
+    gw.wait_metric(&format!("{CLAUDE_TOKENS}\"cache_write\"}}"), 3.0 * 3.0);
     gw.wait_metric(&format!("{CLAUDE_TOKENS}\"output\"}}"), 3.0 * 5.0);
+    gw.wait_metric(CLAUDE_SPEND, 3.0 * CLAUDE_CALL_MICRO_USD);
 }
 
 #[test]

@@ -526,6 +526,12 @@ fn headers_for_a_keyed_deployment() {
         br#"{"model":"claude-3-5-haiku-20241022","max_tokens":10,"messages":[{"role":"user","content":"Hi"}]}"#
     );
     assert_eq!(fwd.estimate.output_tokens, 10);
+    assert!(!fwd.estimate.caching);
+    // A prompt that asks for caching is reserved at the cache-write price.
+    let cached = br#"{"model":"claude","max_tokens":10,"system":[{"type":"text","text":"Long.","cache_control":{"type":"ephemeral","ttl":"1h"}}],"messages":[{"role":"user","content":"Hi"}]}"#;
+    assert!(on_body(&gw, &p, cached, 0).unwrap().estimate.caching);
+    let said = br#"{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"what is cache_contro_l?"}]}"#;
+    assert!(!on_body(&gw, &p, said, 0).unwrap().estimate.caching);
     let p = Pending { anthropic_version: false, ..p };
     assert_eq!(header(&on_body(&gw, &p, msg, 0).unwrap(), "anthropic-version"), Some("2023-06-01"));
 

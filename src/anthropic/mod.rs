@@ -28,7 +28,7 @@ mod stream;
 
 use serde::{Deserialize, Serialize};
 
-use crate::usage::Usage;
+use crate::usage::{self, Usage};
 
 pub use request::request_to_messages;
 pub use response::{error_to_openai, response_to_openai};
@@ -92,15 +92,18 @@ struct WireUsage {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cache_creation: Option<usage::CacheCreation>,
 }
 
-/// Anthropic's four token counts; none overlaps another.
+/// Anthropic's token counts; none overlaps another (`cache_write_1h` is
+/// the part of `cache_write` written for an hour).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counts {
     input: u64,
     output: u64,
     cache_read: u64,
     cache_write: u64,
+    cache_write_1h: u64,
 }
 
 impl Counts {
@@ -114,7 +117,8 @@ impl Counts {
         set(&mut self.input, wire.input_tokens);
         set(&mut self.output, wire.output_tokens);
         set(&mut self.cache_read, wire.cache_read_input_tokens);
-        set(&mut self.cache_write, wire.cache_creation_input_tokens);
+        set(&mut self.cache_write, wire.cache_creation_input_tokens.or(wire.cache_creation.map(|c| c.total())));
+        set(&mut self.cache_write_1h, wire.cache_creation.map(|c| c.one_hour()));
     }
 
     fn from_wire(wire: &WireUsage) -> Self {
@@ -123,10 +127,9 @@ impl Counts {
         counts
     }
 
-    /// For billing. Cache writes are billed as input here: [`Usage`] has no
-    /// count of its own for them (Anthropic prices them 25% above input).
+    /// For billing: cache writes have prices of their own.
     fn billing(&self) -> Usage {
-        Usage { input: self.input.saturating_add(self.cache_write), cached_input: self.cache_read, output: self.output }
+        Usage::anthropic(self.input, self.cache_read, self.cache_write, self.cache_write_1h, self.output)
     }
 
     /// As OpenAI reports usage: the prompt includes cached tokens, counted

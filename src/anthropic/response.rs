@@ -218,7 +218,7 @@ mod tests {
                    "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18,
                              "prompt_tokens_details": {"cached_tokens": 0}}})
         );
-        assert_eq!(usage, Some(Usage { input: 12, cached_input: 0, output: 6 }));
+        assert_eq!(usage, Some(Usage { input: 12, cached_input: 0, output: 6, ..Usage::default() }));
     }
 
     #[test]
@@ -244,7 +244,7 @@ mod tests {
             json!({"prompt_tokens": 2130, "completion_tokens": 45, "total_tokens": 2175,
                    "prompt_tokens_details": {"cached_tokens": 2000}})
         );
-        assert_eq!(usage, Some(Usage { input: 130, cached_input: 2000, output: 45 }));
+        assert_eq!(usage, Some(Usage { input: 30, cached_input: 2000, cache_write: 100, output: 45, ..Usage::default() }));
     }
 
     #[test]

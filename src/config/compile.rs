@@ -481,7 +481,15 @@ fn price(cx: &mut Ctx<'_>, base: &str, entry: &ModelEntry, upstream_model: &str)
     let resolved_cached = cached
         .or(if input.is_none() { builtin.map(|p| p.cached_input) } else { None })
         .unwrap_or(resolved_input);
-    Some(Price { input: resolved_input, output: resolved_output, cached_input: resolved_cached })
+    // So do the cache-write prices (derived from it unless given).
+    let mut price = Price::new(resolved_input, resolved_output, resolved_cached);
+    if let Some(p) = convert("cache_creation_input_token_cost", info.cache_creation_input_token_cost) {
+        price.cache_write = p;
+    }
+    if let Some(p) = convert("cache_creation_input_token_cost_above_1hr", info.cache_creation_input_token_cost_above_1hr) {
+        price.cache_write_1h = p;
+    }
+    Some(price)
 }
 
 /// A team with a budget may only reach priced deployments: a request to an

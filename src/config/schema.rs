@@ -126,6 +126,12 @@ pub struct ModelInfo {
     pub output_cost_per_token: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_input_token_cost: Option<f64>,
+    /// Anthropic's 5-minute cache writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_token_cost: Option<f64>,
+    /// Anthropic's 1-hour cache writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_token_cost_above_1hr: Option<f64>,
     /// Groups a team's `models` may name to reach this model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_groups: Option<Vec<String>>,

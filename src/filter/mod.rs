@@ -899,7 +899,8 @@ impl Request {
         let code = status.to_string();
         s.add(key(Metric::Requests, u32::from(status)), &joined(&[("team", t), ("model", m), ("provider", p), ("code", &code)], &who), 1);
         let usage = outcome.usage;
-        for (i, (kind, n)) in [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input)]
+        for (i, (kind, n)) in
+            [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input), ("cache_write", usage.cache_writes())]
             .into_iter()
             .enumerate()
         {
@@ -917,7 +918,7 @@ impl Request {
         let (duration, labels) = series(&gw, &flight, Metric::Duration);
         s.record(duration, &labels, elapsed);
 
-        let tokens = usage.input.saturating_add(usage.cached_input).saturating_add(usage.output);
+        let tokens = usage.input.saturating_add(usage.cached_input).saturating_add(usage.cache_writes()).saturating_add(usage.output);
         release_limits(&gw, flight.team, flight.limited, tokens, now);
         record_route(&gw, &flight, s, outcome_of(flight.status), elapsed, tokens, now);
     }

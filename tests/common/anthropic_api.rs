@@ -94,7 +94,8 @@ fn wants_tool(body: &Value) -> bool {
 }
 
 fn usage(output: u64) -> Value {
-    json!({"input_tokens": 10, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 2, "output_tokens": output})
+    json!({"input_tokens": 10, "cache_creation_input_tokens": 3, "cache_read_input_tokens": 2, "output_tokens": output,
+           "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2}})
 }
 
 pub fn reply(req: &Recorded) -> Reply {
