@@ -1064,3 +1064,23 @@ fn key_objects_are_checked_with_their_paths() {
     assert_eq!(c.gateway.key_rules[0].alias, "bot");
     assert_eq!(c.gateway.key_rules[0].budget_micro, Some(1_000_000));
 }
+
+#[test]
+fn cache_write_prices() {
+    // Derived from the input price unless given.
+    let gw = compiled(BASE, &base_env()).gateway;
+    let p = gw.deployments[3].price.unwrap();
+    assert_eq!((p.input, p.cache_write, p.cache_write_1h), (100_000, 125_000, 200_000));
+    let yaml = edit(
+        BASE,
+        "input_cost_per_token: 0.0000001",
+        "input_cost_per_token: 0.0000001\n      cache_creation_input_token_cost: 0.0000003\n      cache_creation_input_token_cost_above_1hr: 0.0000004",
+    );
+    let p = compiled(&yaml, &base_env()).gateway.deployments[3].price.unwrap();
+    assert_eq!((p.cache_write, p.cache_write_1h), (300_000, 400_000));
+    let yaml = edit(BASE, "input_cost_per_token: 0.0000001", "input_cost_per_token: 0.0000001\n      cache_creation_input_token_cost_above_1hr: -2");
+    assert_eq!(
+        compile_errors(&yaml, &base_env())[0],
+        "model_list[3].model_info.cache_creation_input_token_cost_above_1hr: -2 must be a price of 0 or more, in USD per token"
+    );
+}
