@@ -244,6 +244,10 @@ user_access:
     models: [primary, backup]
     max_budget: 10
     api_keys: [os.environ/TEAM_ALPHA_KEY]
+  - user_id: team-beta
+    models: [primary, backup]
+    rpm_limit: 1
+    api_keys: ["sha256:{BETA_DIGEST}"]
 general_settings: {{stats_flush_interval_ms: 0}}
 "#
     );
@@ -269,6 +273,14 @@ general_settings: {{stats_flush_interval_ms: 0}}
         assert!(r.json()["max_tokens"].is_u64());
     }
     assert_eq!(gw.metric(r#"tollgate_fallbacks_total{model="primary",fallback="backup"}"#), Some(8.0));
+    // Every attempt is a request, by the status it got.
+    assert_eq!(gw.metric(r#"tollgate_requests_total{team="team-alpha",model="primary",provider="openai",code="500"}"#), Some(2.0));
+    assert_eq!(gw.metric(r#"tollgate_requests_total{team="team-alpha",model="backup",provider="anthropic",code="200"}"#), Some(8.0));
+    // A request refused after its fallback was chosen was not sent on: not counted.
+    assert_eq!(gw.chat(BETA_KEY, "primary").status, 200);
+    let refused = gw.chat(BETA_KEY, "primary");
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(gw.metric(r#"tollgate_fallbacks_total{model="primary",fallback="backup"}"#), Some(9.0));
     // Tokens are counted for the model that answered.
     assert_eq!(
         gw.metric(r#"tollgate_tokens_total{team="team-alpha",model="backup",provider="anthropic",type="output"}"#),

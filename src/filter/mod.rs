@@ -626,8 +626,9 @@ impl Request {
             Box::new(Retry { pending: pending.clone(), body: body.to_vec(), headers: headers.to_vec(), remaining: m.fallbacks.clone() })
         });
         // Every deployment of the model is cooling down: straight to a fallback.
+        let primary = forward.model;
         let forward = match retry.as_mut().filter(|_| cooled.get()) {
-            Some(r) => match self.next_fallback(gw, r, forward.model, started_ms, n) {
+            Some(r) => match self.next_fallback(gw, r, started_ms, n) {
                 Some(fallback) => fallback,
                 None => forward,
             },
@@ -664,6 +665,9 @@ impl Request {
                     .is_ok();
             Some((position, counted))
         });
+        if forward.model != primary {
+            self.count_fallback(gw, primary, forward.model);
+        }
         self.state = State::Forwarded(Box::new(InFlight {
             team: pending.team,
             key: pending.key,
@@ -696,9 +700,9 @@ impl Request {
         routing::pick(gw.strategy, &m.candidates, &state, now_ms, drawn, n)
     }
 
-    /// The next fallback of model `from` that takes the request: one the
-    /// team may use, not all in cooldown (unless it is the last). Counts it.
-    fn next_fallback(&self, gw: &Gateway, retry: &mut Retry, from: usize, now_ms: u64, n: u64) -> Option<Forward> {
+    /// The next fallback that takes the request: one the team may use, not
+    /// all in cooldown (unless it is the last).
+    fn next_fallback(&self, gw: &Gateway, retry: &mut Retry, now_ms: u64, n: u64) -> Option<Forward> {
         while !retry.remaining.is_empty() {
             let target = retry.remaining.remove(0);
             let Some(name) = gw.models.get(target).map(|m| m.name.clone()) else { continue };
@@ -707,12 +711,7 @@ impl Request {
                 self.choose(gw, m, now_ms, n, &cooled)
             });
             match forward {
-                Ok(f) if !cooled.get() || retry.remaining.is_empty() => {
-                    let from_name = gw.models.get(from).map_or("", |m| m.name.as_str());
-                    let key = Key::new(Metric::Fallbacks, 0, from, 0, u32::try_from(target).unwrap_or_default());
-                    self.stats.add(key, &[("model", from_name), ("fallback", &name)], 1);
-                    return Some(f);
-                }
+                Ok(f) if !cooled.get() || retry.remaining.is_empty() => return Some(f),
                 Ok(_) => {}
                 Err(e) => info!("fallback {name} skipped: {}", e.message),
             }
@@ -728,13 +727,15 @@ impl Request {
         let n = self.routed.get();
         let State::Forwarded(flight) = &mut self.state else { return false };
         let Some(mut retry) = flight.retry.take() else { return false };
-        // The attempt that failed counts against its deployment, once.
+        // The attempt that failed counts against its deployment, once, and
+        // as a request that got its status.
         let outcome = flight.status.map_or(routing::Outcome::Failure, |s| outcome_of(Some(s)));
         record_route(&gw, flight, &self.stats, outcome, now.saturating_sub(flight.started_ms), 0, now);
+        count_request(&gw, flight, &self.stats);
         flight.route = None;
         let from = flight.model;
         loop {
-            let Some(forward) = self.next_fallback(&gw, &mut retry, from, now, n) else { return false };
+            let Some(forward) = self.next_fallback(&gw, &mut retry, now, n) else { return false };
             let Some(dep) = gw.deployments.get(forward.deployment) else { continue };
             let headers = outgoing_headers(&retry.headers, &forward.headers);
             let body = match &forward.body_edit {
@@ -749,6 +750,7 @@ impl Request {
             let timeout = Duration::from_millis(dep.timeout_ms.unwrap_or(FALLBACK_TIMEOUT_MS));
             match hostcalls::dispatch_http_call(&dep.cluster, header_refs, Some(&body), vec![], timeout) {
                 Ok(token) => {
+                    self.count_fallback(&gw, from, forward.model);
                     let State::Forwarded(flight) = &mut self.state else { return false };
                     let route = gw
                         .models
@@ -769,6 +771,13 @@ impl Request {
                 Err(status) => warn!("calling fallback cluster {} failed: {status:?}", dep.cluster),
             }
         }
+    }
+
+    /// Counts a request sent on from model `from` to its fallback `to`.
+    fn count_fallback(&self, gw: &Gateway, from: usize, to: usize) {
+        let name = |m: usize| gw.models.get(m).map_or("", |m| m.name.as_str());
+        let key = Key::new(Metric::Fallbacks, 0, from, 0, u32::try_from(to).unwrap_or_default());
+        self.stats.add(key, &[("model", name(from)), ("fallback", name(to))], 1);
     }
 
     /// Reserves the request's worst case in the team's ledger. Returns the
@@ -879,25 +888,14 @@ impl Request {
 
         let (t, m, p) = (team.id.as_str(), model.name.as_str(), dep.provider.name());
         let provider = dep.provider as usize;
-        // Who within the team: the key's alias, the JWT's user (labels
-        // `key` and `user`, present only when there is one).
-        let alias = flight.key.and_then(|k| gw.key_rules.get(k)).map(|r| r.alias.as_str());
-        let mut who: Vec<(&str, &str)> = Vec::new();
-        if let Some(a) = alias {
-            who.push(("key", a));
-        }
-        if let Some(u) = flight.user.as_deref() {
-            who.push(("user", u));
-        }
+        let who = who(&gw, &flight);
         let s = &self.stats;
         let caller = s.caller_id(&who);
         let key = |metric, extra| Key::new(metric, flight.team, flight.model, provider, extra).by(caller);
         fn joined<'a>(base: &[(&'a str, &'a str)], who: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
             base.iter().chain(who.iter()).copied().collect()
         }
-        let status = flight.status.unwrap_or(0);
-        let code = status.to_string();
-        s.add(key(Metric::Requests, u32::from(status)), &joined(&[("team", t), ("model", m), ("provider", p), ("code", &code)], &who), 1);
+        count_request(&gw, &flight, s);
         let usage = outcome.usage;
         for (i, (kind, n)) in
             [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input), ("cache_write", usage.cache_writes())]
@@ -949,6 +947,36 @@ fn series<'g>(gw: &'g Gateway, flight: &InFlight, metric: Metric) -> (Key, [(&'s
         ("provider", provider.map_or("", |p| p.name())),
     ];
     (key, labels)
+}
+
+/// Who within the team sent a request: the key's alias, the JWT's user
+/// (labels `key` and `user`, present only when there is one).
+fn who<'a>(gw: &'a Gateway, flight: &'a InFlight) -> Vec<(&'static str, &'a str)> {
+    let mut who = Vec::new();
+    if let Some(rule) = flight.key.and_then(|k| gw.key_rules.get(k)) {
+        who.push(("key", rule.alias.as_str()));
+    }
+    if let Some(u) = flight.user.as_deref() {
+        who.push(("user", u));
+    }
+    who
+}
+
+/// Counts an attempt in `tollgate_requests_total`, by the status it got
+/// (0: none): a request that falls back counts once for each model tried.
+fn count_request(gw: &Gateway, flight: &InFlight, stats: &Stats) {
+    let (Some(team), Some(model), Some(dep)) =
+        (gw.teams.get(flight.team), gw.models.get(flight.model), gw.deployments.get(flight.deployment))
+    else {
+        return;
+    };
+    let who = who(gw, flight);
+    let status = flight.status.unwrap_or(0);
+    let code = status.to_string();
+    let mut labels = vec![("team", team.id.as_str()), ("model", model.name.as_str()), ("provider", dep.provider.name()), ("code", code.as_str())];
+    labels.extend(who.iter().copied());
+    let key = Key::new(Metric::Requests, flight.team, flight.model, dep.provider as usize, u32::from(status)).by(stats.caller_id(&who));
+    stats.add(key, &labels, 1);
 }
 
 /// What a fallback is tried on: no connection, a timeout (Envoy's 503 and
