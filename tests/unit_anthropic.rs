@@ -223,7 +223,7 @@ fn tool_stream_cut_everywhere() {
         }
         expected.push(json!("[DONE]"));
         assert_eq!(got.events, expected, "include_usage={include_usage}");
-        assert_eq!(got.usage, Some(Usage { input: 772, cached_input: 0, output: 89, ..Usage::default() }), "cache writes billed as input");
+        assert_eq!(got.usage, Some(Usage { input: 472, cache_write: 300, output: 89, ..Usage::default() }), "cache writes at their own price");
         let chars = "Okay, let me check.get_weather{\"location\": \"San Francisco, CA\"}get_time{\"tz\": \"PST\"}";
         assert_eq!(got.content_chars, chars.chars().count() as u64);
     }
@@ -269,7 +269,7 @@ fn a_stream_cut_off_anywhere_still_ends_with_done() {
     let cut = TOOL_STREAM.find("event: content_block_stop").unwrap();
     let got = run(&[&bytes[..cut]], true);
     assert_eq!(got.events.len(), 3, "{:?}", got.events);
-    assert_eq!(got.usage, Some(Usage { input: 772, cached_input: 0, output: 2, ..Usage::default() }));
+    assert_eq!(got.usage, Some(Usage { input: 472, cache_write: 300, output: 2, ..Usage::default() }));
     assert!(!got.usage_is_final, "only message_start's output count");
     assert_eq!(got.content_chars, 19);
 }
