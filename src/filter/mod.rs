@@ -731,7 +731,8 @@ impl Request {
         // as a request that got its status.
         let outcome = flight.status.map_or(routing::Outcome::Failure, |s| outcome_of(Some(s)));
         record_route(&gw, flight, &self.stats, outcome, now.saturating_sub(flight.started_ms), 0, now);
-        count_request(&gw, flight, &self.stats);
+        let who = who(&gw, flight);
+        count_request(&gw, flight, &self.stats, &who, self.stats.caller_id(&who));
         flight.route = None;
         let from = flight.model;
         loop {
@@ -895,7 +896,7 @@ impl Request {
         fn joined<'a>(base: &[(&'a str, &'a str)], who: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
             base.iter().chain(who.iter()).copied().collect()
         }
-        count_request(&gw, &flight, s);
+        count_request(&gw, &flight, s, &who, caller);
         let usage = outcome.usage;
         for (i, (kind, n)) in
             [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached_input), ("cache_write", usage.cache_writes())]
@@ -964,18 +965,17 @@ fn who<'a>(gw: &'a Gateway, flight: &'a InFlight) -> Vec<(&'static str, &'a str)
 
 /// Counts an attempt in `tollgate_requests_total`, by the status it got
 /// (0: none): a request that falls back counts once for each model tried.
-fn count_request(gw: &Gateway, flight: &InFlight, stats: &Stats) {
+fn count_request(gw: &Gateway, flight: &InFlight, stats: &Stats, who: &[(&str, &str)], caller: u32) {
     let (Some(team), Some(model), Some(dep)) =
         (gw.teams.get(flight.team), gw.models.get(flight.model), gw.deployments.get(flight.deployment))
     else {
         return;
     };
-    let who = who(gw, flight);
     let status = flight.status.unwrap_or(0);
     let code = status.to_string();
     let mut labels = vec![("team", team.id.as_str()), ("model", model.name.as_str()), ("provider", dep.provider.name()), ("code", code.as_str())];
     labels.extend(who.iter().copied());
-    let key = Key::new(Metric::Requests, flight.team, flight.model, dep.provider as usize, u32::from(status)).by(stats.caller_id(&who));
+    let key = Key::new(Metric::Requests, flight.team, flight.model, dep.provider as usize, u32::from(status)).by(caller);
     stats.add(key, &labels, 1);
 }
 
