@@ -2,8 +2,9 @@
 #
 #   make envoy-up     build everything and start the demo gateway on 127.0.0.1:4000
 #   make test         clippy gate, unit tests, and integration tests against a real Envoy
+#                     (with tollgate.wasm, then with the native build)
 #
-#   make envoy-up CONFIG=file.yaml PORT=N ADMIN_PORT=M [CONCURRENCY=K] [LISTEN=addr]
+#   make envoy-up CONFIG=file.yaml PORT=N ADMIN_PORT=M [CONCURRENCY=K] [LISTEN=addr] [NATIVE=1]
 #   make envoy-down [PORT=N]
 
 SHELL := bash
@@ -15,12 +16,14 @@ PORT ?= 4000
 ADMIN_PORT ?= 9901
 CONCURRENCY ?=
 LISTEN ?= 127.0.0.1
+NATIVE ?=
 
 ENVOY_VERSION := 1.40.0
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 WASM := target/wasm32-wasip1/release/tollgate.wasm
 CLI := target/release/tollgate
+NATIVE_LIB := target/native/release/libtollgate.so
 SOURCES := $(shell find src -name '*.rs') data/prices.tsv Cargo.toml Cargo.lock
 
 # The integration tests find their tools here.
@@ -28,8 +31,9 @@ export TOLLGATE_ENVOY := $(abspath $(VENV)/bin/envoy)
 export TOLLGATE_PYTHON := $(abspath $(VENV)/bin/python)
 export TOLLGATE_WASM := $(abspath $(WASM))
 export TOLLGATE_CLI := $(abspath $(CLI))
+export TOLLGATE_NATIVE_LIB := $(abspath $(NATIVE_LIB))
 
-.PHONY: help build wasm cli toolchain venv envoy-up envoy-down test lint bench clean
+.PHONY: help build wasm cli native toolchain venv envoy-up envoy-down test lint bench clean
 
 help:
 	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -54,14 +58,19 @@ $(WASM): $(SOURCES) | toolchain
 $(CLI): $(SOURCES)
 	cargo build --release --bin tollgate
 
+# The native build: the same filter as an Envoy dynamic module.
+$(NATIVE_LIB): $(SOURCES)
+	CARGO_TARGET_DIR=target/native cargo build --release --lib --no-default-features --features native
+
 wasm: $(WASM)
 cli: $(CLI)
-build: toolchain $(WASM) $(CLI)
+native: $(NATIVE_LIB)
+build: toolchain $(WASM) $(CLI) $(NATIVE_LIB)
 
 # Uses func-e when it is on PATH (pinned to $(ENVOY_VERSION)), else the wheel's Envoy.
 envoy-up: build
 	@command -v func-e >/dev/null 2>&1 || $(MAKE) --no-print-directory venv
-	@scripts/envoy-up "$(CONFIG)" "$(PORT)" "$(ADMIN_PORT)" "$(CONCURRENCY)" "$(LISTEN)"
+	@scripts/envoy-up "$(CONFIG)" "$(PORT)" "$(ADMIN_PORT)" "$(CONCURRENCY)" "$(LISTEN)" "$(NATIVE)"
 
 envoy-down:
 	@scripts/envoy-down "$(PORT)"
@@ -69,9 +78,11 @@ envoy-down:
 lint: toolchain
 	cargo clippy --release --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib --no-default-features -- -D warnings
+	CARGO_TARGET_DIR=target/native cargo clippy --release --lib --no-default-features --features native -- -D warnings
 
 test: build venv lint
 	cargo test --release
+	TOLLGATE_NATIVE=1 cargo test --release --tests
 
 # The side-by-side benchmark (not part of make test); see BENCHMARKS.md.
 BENCH_TOOL := target/bench/release/tollgate-bench

@@ -29,8 +29,9 @@
 //! | [`key_info`] | the caller's own standing, for `GET /v1/key/info` |
 //! | [`period`] | budget periods: when spend starts again |
 //!
-//! `filter` (wasm32 only) maps proxy-wasm callbacks onto them; `render`
-//! (feature `cli`) writes the Envoy config.
+//! `filter` (wasm32, or feature `native`) maps proxy-wasm callbacks onto
+//! them; `native` (feature `native`) serves those callbacks from Envoy's
+//! dynamic-module ABI; `render` (feature `cli`) writes the Envoy config.
 
 #![cfg_attr(
     not(test),
@@ -62,8 +63,13 @@ pub mod streaming;
 pub mod upstream;
 pub mod usage;
 
-#[cfg(all(target_arch = "wasm32", not(feature = "bench-floor")))]
+#[cfg(any(all(target_arch = "wasm32", not(feature = "bench-floor")), feature = "native"))]
 mod filter;
+
+/// The native build (`--features native`): the same filter as an Envoy
+/// dynamic module.
+#[cfg(feature = "native")]
+mod native;
 
 /// For `make bench` only: a filter that does nothing but hold the headers
 /// and buffer the body, to show what the wasm runtime itself costs.

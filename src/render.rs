@@ -17,8 +17,10 @@ pub struct RenderOptions {
     pub port: u16,
     pub admin_address: String,
     pub admin_port: u16,
-    /// Absolute path of tollgate.wasm.
+    /// Absolute path of tollgate.wasm, or of libtollgate.so with `native`.
     pub wasm_path: String,
+    /// Load the native build (an Envoy dynamic module) instead of the wasm.
+    pub native: bool,
     /// CA bundle for TLS upstreams.
     pub ca_file: String,
     /// Timeout for a whole upstream response (LLM answers are slow).
@@ -75,6 +77,44 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
     let plugin_config = serde_json::to_string(file).unwrap_or_default();
     let not_found = crate::errors::ApiError::unknown_path().body();
 
+    let filter = if opts.native {
+        // The same filter as a native dynamic module; it reads the
+        // environment itself, so no keys are passed on.
+        json!({
+            "name": "tollgate",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": {
+                    "module": {"local": {"filename": opts.wasm_path}},
+                    "do_not_close": true
+                },
+                "filter_name": ROOT_ID,
+                "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config}
+            }
+        })
+    } else {
+        json!({
+            "name": "tollgate",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": ROOT_ID,
+                    "root_id": ROOT_ID,
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": plugin_config
+                    },
+                    "vm_config": {
+                        "vm_id": ROOT_ID,
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": opts.wasm_path}},
+                        "environment_variables": {"host_env_keys": compiled.env_keys}
+                    },
+                    "allow_on_headers_stop_iteration": true
+                }
+            }
+        })
+    };
     let hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "tollgate",
@@ -107,27 +147,7 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
             }]
         },
         "http_filters": [
-            {
-                "name": "tollgate",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": {
-                        "name": ROOT_ID,
-                        "root_id": ROOT_ID,
-                        "configuration": {
-                            "@type": "type.googleapis.com/google.protobuf.StringValue",
-                            "value": plugin_config
-                        },
-                        "vm_config": {
-                            "vm_id": ROOT_ID,
-                            "runtime": "envoy.wasm.runtime.v8",
-                            "code": {"local": {"filename": opts.wasm_path}},
-                            "environment_variables": {"host_env_keys": compiled.env_keys}
-                        },
-                        "allow_on_headers_stop_iteration": true
-                    }
-                }
-            },
+            filter,
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
@@ -153,7 +173,7 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
         .into_iter()
         .map(|(tag, regex)| json!({"tag_name": tag, "regex": regex}))
         .collect();
-    json!({
+    let mut bootstrap = json!({
         "node": {"id": "tollgate", "cluster": "tollgate"},
         "stats_config": {"stats_tags": stats_tags, "use_all_default_tags": true},
         "admin": {"address": socket(&opts.admin_address, opts.admin_port)},
@@ -161,13 +181,22 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
             "listeners": listeners,
             "clusters": clusters
         }
-    })
+    });
+    if opts.native {
+        // A dynamic module's stats are named as a wasm filter's
+        // (`tollgate_requests_total`, not under `envoy_dynamicmodulescustom_`).
+        bootstrap["layered_runtime"] = json!({"layers": [{"name": "tollgate", "static_layer": {
+            "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix": true
+        }}]});
+    }
+    bootstrap
 }
 
 /// Envoy's own error replies (a body over its buffer limit, an upstream that
 /// cannot be reached, a timeout) in OpenAI's error shape, so that SDKs can
-/// read them. The filter's replies carry no response code details, and
-/// direct responses (the 404 route) are already JSON; both are left alone.
+/// read them. The filter's replies (with no response code details from the
+/// wasm build, `tollgate` from the native one) and direct responses (the 404
+/// route) are already JSON, and are left alone.
 fn local_reply_config(max_body_bytes: usize) -> Value {
     let cel = |expression: &str| {
         json!({"extension_filter": {
@@ -187,7 +216,7 @@ fn local_reply_config(max_body_bytes: usize) -> Value {
             }}}
         },
         {
-            "filter": cel("response.code_details != '' && response.code_details != 'direct_response'"),
+            "filter": cel("response.code_details != '' && response.code_details != 'direct_response' && response.code_details != 'tollgate'"),
             "body_format_override": {"json_format": {"error": {
                 "message": "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
                 "type": "gateway_error",

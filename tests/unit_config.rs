@@ -669,6 +669,7 @@ fn options() -> RenderOptions {
         admin_address: "127.0.0.1".into(),
         admin_port: 9901,
         wasm_path: "/opt/tollgate/tollgate.wasm".into(),
+        native: false,
         ca_file: "/etc/test/ca.pem".into(),
         route_timeout_secs: 600,
         demo_provider_port: None,

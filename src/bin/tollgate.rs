@@ -10,11 +10,12 @@ const USAGE: &str = "\
 usage:
   tollgate check CONFIG.yaml
       Validate the config; print every error with its field path.
-  tollgate render CONFIG.yaml --wasm PATH [--port 4000] [--admin-port 9901]
+  tollgate render CONFIG.yaml (--wasm PATH | --native PATH) [--port 4000] [--admin-port 9901]
                   [--listen 127.0.0.1] [--admin-listen 127.0.0.1]
                   [--ca-file PATH] [--timeout-secs 600] [--out envoy.yaml]
                   [--demo-provider-port PORT]
-      Validate, then write the Envoy bootstrap (stdout unless --out).
+      Validate, then write the Envoy bootstrap (stdout unless --out): with
+      tollgate.wasm (--wasm), or with the native build, libtollgate.so (--native).
       --demo-provider-port adds a stand-in OpenAI-compatible provider.
   tollgate hash-key KEY
       Print the sha256:<hex> form of a team key, for user_access[].api_keys.
@@ -51,14 +52,19 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         "render" => {
             let (path, flags) = positional(rest)?;
-            let wasm = flag(&flags, "--wasm")?.ok_or("render needs --wasm PATH")?;
-            let wasm = std::fs::canonicalize(&wasm).map_err(|e| format!("--wasm {wasm}: {e}"))?;
+            let (wasm, native) = match (flag(&flags, "--wasm")?, flag(&flags, "--native")?) {
+                (Some(wasm), None) => (wasm, false),
+                (None, Some(so)) => (so, true),
+                _ => return Err("render needs --wasm PATH (tollgate.wasm), or --native PATH (libtollgate.so)".to_string()),
+            };
+            let wasm = std::fs::canonicalize(&wasm).map_err(|e| format!("{wasm}: {e}"))?;
             let opts = RenderOptions {
                 listen_address: flag(&flags, "--listen")?.unwrap_or_else(|| "127.0.0.1".into()),
                 port: number(&flags, "--port", 4000)?,
                 admin_address: flag(&flags, "--admin-listen")?.unwrap_or_else(|| "127.0.0.1".into()),
                 admin_port: number(&flags, "--admin-port", 9901)?,
                 wasm_path: wasm.to_string_lossy().into_owned(),
+                native,
                 ca_file: flag(&flags, "--ca-file")?.unwrap_or_else(render::default_ca_file),
                 route_timeout_secs: number(&flags, "--timeout-secs", 600)?,
                 demo_provider_port: flag(&flags, "--demo-provider-port")?
@@ -66,6 +72,9 @@ fn run(args: &[String]) -> Result<(), String> {
                     .transpose()?,
             };
             let (file, compiled) = load(&path)?;
+            if let Some(why) = native.then(|| config::native_unsupported(&compiled.gateway)).flatten() {
+                return Err(format!("{path}: not for the native build\n{why}"));
+            }
             let bootstrap = render::bootstrap(&file, &compiled, &opts);
             let yaml = serde_yaml_ng::to_string(&bootstrap).map_err(|e| format!("rendering failed: {e}"))?;
             match flag(&flags, "--out")? {
@@ -112,8 +121,9 @@ fn positional(rest: &[String]) -> Result<(String, Vec<String>), String> {
     Ok((first.clone(), flags.to_vec()))
 }
 
-const FLAGS: [&str; 9] = [
+const FLAGS: [&str; 10] = [
     "--wasm",
+    "--native",
     "--port",
     "--admin-port",
     "--listen",

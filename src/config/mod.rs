@@ -68,6 +68,14 @@ fn path_error(path: &serde_path_to_error::Path, inner: &dyn fmt::Display) -> Con
 }
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// What the native build cannot do: Envoy gives a dynamic module's HTTP
+/// filter no timer to fetch a key set on. `None` if `gw` is fine for it.
+pub fn native_unsupported(gw: &Gateway) -> Option<&'static str> {
+    gw.jwt.as_ref().is_some_and(|j| j.jwks.is_some()).then_some(
+        "auth.jwt.jwks_uri: the native build cannot fetch a key set (Envoy gives its filters no timer); give the keys inline in auth.jwt.keys, or use the wasm build",
+    )
+}
 pub const DEFAULT_STATS_FLUSH_MS: u64 = 1000;
 
 /// The compiled gateway: models, deployments and teams, indexed.

@@ -156,7 +156,8 @@ impl RootContext for Root {
             warn!("{w}");
         }
         let gw = compiled.gateway;
-        self.stats = Rc::new(Stats::new(gw.stats_flush_ms > 0));
+        // Natively a stat change is a direct call: nothing to save by batching.
+        self.stats = Rc::new(Stats::new(gw.stats_flush_ms > 0 && !cfg!(feature = "native")));
         // The timer flushes stats and, with a JWKS URI, fetches the key set
         // (first on the first tick, within a second).
         let jwks = gw.jwt.as_ref().is_some_and(|j| j.jwks.is_some());

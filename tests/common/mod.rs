@@ -42,6 +42,38 @@ pub fn envoy_bin() -> PathBuf {
 pub fn wasm_path() -> PathBuf {
     tool("TOLLGATE_WASM", "target/wasm32-wasip1/release/tollgate.wasm")
 }
+/// Whether the gateways under test run the native build.
+pub fn native() -> bool {
+    std::env::var("TOLLGATE_NATIVE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What `tollgate render` says when it refuses a config.
+pub fn render_error(config_yaml: &str, env: &[(String, String)]) -> String {
+    let dir = scratch_dir("render");
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, config_yaml).unwrap();
+    let out = Command::new(cli_bin())
+        .arg("render")
+        .arg(&config)
+        .args(filter_args())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "tollgate render accepted the config");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The filter the gateways under test load: tollgate.wasm, or with
+/// `TOLLGATE_NATIVE=1` the native build (`make test` runs both).
+pub fn filter_args() -> [String; 2] {
+    if native() {
+        let so = tool("TOLLGATE_NATIVE_LIB", "target/native/release/libtollgate.so");
+        ["--native".to_string(), so.to_string_lossy().into_owned()]
+    } else {
+        ["--wasm".to_string(), wasm_path().to_string_lossy().into_owned()]
+    }
+}
+
 pub fn cli_bin() -> PathBuf {
     tool("TOLLGATE_CLI", "target/release/tollgate")
 }
@@ -167,7 +199,7 @@ impl Gateway {
         let out = Command::new(cli_bin())
             .arg("render")
             .arg(&config)
-            .args(["--wasm", wasm_path().to_str().unwrap()])
+            .args(filter_args())
             .args(["--port", &port.to_string(), "--admin-port", &admin_port.to_string()])
             .args(["--out", rendered.to_str().unwrap()])
             .args(render_args)

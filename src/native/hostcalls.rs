@@ -1,0 +1,686 @@
+//! The proxy-wasm calls the filter makes (through the proxy-wasm SDK),
+//! answered natively: headers and bodies through Envoy's dynamic-module
+//! callbacks on the stream being served, shared data in process memory,
+//! metrics as Envoy stats defined when the config loaded.
+//!
+//! The SDK panics on a status its wrapper does not expect for a call, so
+//! each function returns only the statuses its wrapper accepts (a failure
+//! it cannot report is logged instead).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::abi::{self, EnvoyBuffer, EnvoyHeader, ModuleBuffer, ModuleHeader};
+use super::{log_message, with_worker, Call, MetricSlot};
+
+// proxy-wasm statuses.
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const BAD_ARGUMENT: u32 = 2;
+const CAS_MISMATCH: u32 = 8;
+const INTERNAL_FAILURE: u32 = 10;
+
+// proxy-wasm buffer and map types.
+const HTTP_REQUEST_BODY: u32 = 0;
+const HTTP_RESPONSE_BODY: u32 = 1;
+const HTTP_CALL_RESPONSE_BODY: u32 = 4;
+const PLUGIN_CONFIGURATION: u32 = 7;
+const HTTP_REQUEST_HEADERS: u32 = 0;
+const HTTP_REQUEST_TRAILERS: u32 = 1;
+const HTTP_RESPONSE_HEADERS: u32 = 2;
+const HTTP_RESPONSE_TRAILERS: u32 = 3;
+const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+
+extern "C" {
+    /// The SDK's allocator: what it hands back to `Vec::from_raw_parts`.
+    fn proxy_on_memory_allocate(size: usize) -> *mut u8;
+}
+
+/// Hands `bytes` to the SDK in memory it owns.
+unsafe fn give(bytes: &[u8], data: *mut *mut u8, size: *mut usize) {
+    let ptr = proxy_on_memory_allocate(bytes.len());
+    if !ptr.is_null() && !bytes.is_empty() {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len());
+    }
+    *data = ptr;
+    *size = bytes.len();
+}
+
+unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    EnvoyBuffer { ptr, length: len }.bytes()
+}
+
+/// proxy-wasm's map serialization: a count, the sizes, then each key and
+/// value followed by a NUL.
+fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let size = 4 + pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(&u32::try_from(v.len()).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// The inverse of [`serialize`]; stops at the first malformed entry.
+pub(super) fn deserialize(bytes: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let word = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let mut out = Vec::new();
+    let Some(count) = word(0) else { return out };
+    let Some(mut at) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else { return out };
+    for i in 0..count {
+        let (Some(klen), Some(vlen)) = (word(4 + i * 8), word(8 + i * 8)) else { break };
+        let Some(key) = at.checked_add(klen).and_then(|end| bytes.get(at..end)) else { break };
+        at = at.saturating_add(klen).saturating_add(1);
+        let Some(value) = at.checked_add(vlen).and_then(|end| bytes.get(at..end)) else { break };
+        at = at.saturating_add(vlen).saturating_add(1);
+        out.push((key, value));
+    }
+    out
+}
+
+fn header_type(map_type: u32) -> Option<u32> {
+    match map_type {
+        HTTP_REQUEST_HEADERS => Some(abi::REQUEST_HEADERS),
+        HTTP_REQUEST_TRAILERS => Some(abi::REQUEST_TRAILERS),
+        HTTP_RESPONSE_HEADERS => Some(abi::RESPONSE_HEADERS),
+        HTTP_RESPONSE_TRAILERS => Some(abi::RESPONSE_TRAILERS),
+        _ => None,
+    }
+}
+
+/// All of a header map, as (key, value) pairs pointing into Envoy.
+unsafe fn envoy_headers<'a>(filter: abi::FilterEnvoy, kind: u32) -> Vec<(&'a [u8], &'a [u8])> {
+    let n = abi::envoy_dynamic_module_callback_http_get_headers_size(filter, kind);
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut headers = vec![EnvoyHeader::EMPTY; n];
+    if !abi::envoy_dynamic_module_callback_http_get_headers(filter, kind, headers.as_mut_ptr()) {
+        return Vec::new();
+    }
+    headers.iter().map(|h| h.pair()).collect()
+}
+
+/// Notes a change to the request headers: the route is matched again
+/// before the request leaves (as Envoy does for wasm filters).
+fn changed(kind: u32) {
+    if kind == abi::REQUEST_HEADERS {
+        with_worker(|w| w.request_headers_changed = true);
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_log(level: u32, message: *const u8, size: usize) -> u32 {
+    log_message(level, unsafe { slice(message, size) });
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_get_log_level(level: *mut u32) -> u32 {
+    // The SDK filters by its own level; Envoy filters again.
+    unsafe { *level = 0 };
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    unsafe { *time = nanos };
+    OK
+}
+
+/// There is no timer for an HTTP filter: the native build sends stats at
+/// once and takes no key set from a URL, so the filter needs none.
+#[no_mangle]
+pub extern "C" fn proxy_set_tick_period_milliseconds(_period: u32) -> u32 {
+    OK
+}
+
+/// The body a wasm filter would see: what Envoy buffered so far, and the
+/// chunk now arriving (unless Envoy already moved it into the buffer).
+unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
+    let (buffered, received) = if request {
+        (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
+    } else {
+        (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
+    };
+    let same = if request {
+        abi::envoy_dynamic_module_callback_http_received_buffered_request_body(filter)
+    } else {
+        abi::envoy_dynamic_module_callback_http_received_buffered_response_body(filter)
+    };
+    let mut out = Vec::new();
+    let kinds: &[u32] = if same { &[received] } else { &[buffered, received] };
+    for &kind in kinds {
+        let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
+        if n == 0 {
+            continue;
+        }
+        let mut chunks = vec![EnvoyBuffer::EMPTY; n];
+        if abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
+            out.extend(chunks.iter().map(|c| c.bytes()));
+        }
+    }
+    out
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, data: *mut *mut u8, size: *mut usize) -> u32 {
+    let whole: Vec<u8> = match buffer {
+        HTTP_REQUEST_BODY | HTTP_RESPONSE_BODY => {
+            let filter = with_worker(|w| w.filter);
+            if filter.is_null() {
+                return NOT_FOUND;
+            }
+            unsafe { body_chunks(filter, buffer == HTTP_REQUEST_BODY) }.concat()
+        }
+        HTTP_CALL_RESPONSE_BODY => match with_worker(|w| w.call.as_ref().map(|c| c.body.clone())) {
+            Some(body) => body,
+            None => return NOT_FOUND,
+        },
+        PLUGIN_CONFIGURATION => match with_worker(|w| w.config_bytes.clone()) {
+            Some(bytes) => bytes.to_vec(),
+            None => return NOT_FOUND,
+        },
+        _ => return NOT_FOUND,
+    };
+    let end = start.saturating_add(max).min(whole.len());
+    let part = whole.get(start.min(end)..end).unwrap_or_default();
+    unsafe { give(part, data, size) };
+    OK
+}
+
+/// Replaces `size` bytes at `start` of the body Envoy holds with `data`.
+#[no_mangle]
+pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize, data: *const u8, len: usize) -> u32 {
+    let request = match buffer {
+        HTTP_REQUEST_BODY => true,
+        HTTP_RESPONSE_BODY => false,
+        _ => return OK,
+    };
+    let filter = with_worker(|w| w.filter);
+    if filter.is_null() {
+        return OK;
+    }
+    unsafe {
+        let old = body_chunks(filter, request).concat();
+        let cut = start.min(old.len());
+        let tail = cut.saturating_add(size).min(old.len());
+        let mut new = Vec::with_capacity(old.len().saturating_sub(size).saturating_add(len));
+        new.extend_from_slice(old.get(..cut).unwrap_or_default());
+        new.extend_from_slice(slice(data, len));
+        new.extend_from_slice(old.get(tail..).unwrap_or_default());
+        let (buffered, received) = if request {
+            (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
+        } else {
+            (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
+        };
+        let held = |kind| {
+            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
+            let mut chunks = vec![EnvoyBuffer::EMPTY; n];
+            if n > 0 && abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
+                chunks.iter().map(|c| c.length).sum::<usize>()
+            } else {
+                0
+            }
+        };
+        let (in_buffer, in_received) = (held(buffered), held(received));
+        // The new body goes where the old one was held: the buffer if
+        // Envoy keeps one, else the arriving chunk.
+        let target = if in_buffer > 0 { buffered } else { received };
+        if in_buffer > 0 {
+            abi::envoy_dynamic_module_callback_http_drain_body(filter, buffered, in_buffer);
+        }
+        if in_received > 0 && !(target == buffered && received_is_buffer(filter, request)) {
+            abi::envoy_dynamic_module_callback_http_drain_body(filter, received, in_received);
+        }
+        if !abi::envoy_dynamic_module_callback_http_append_body(filter, target, ModuleBuffer::of(&new)) && !new.is_empty() {
+            log_message(3, b"rewriting a body failed");
+        }
+    }
+    OK
+}
+
+unsafe fn received_is_buffer(filter: abi::FilterEnvoy, request: bool) -> bool {
+    if request {
+        abi::envoy_dynamic_module_callback_http_received_buffered_request_body(filter)
+    } else {
+        abi::envoy_dynamic_module_callback_http_received_buffered_response_body(filter)
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32 {
+    let bytes = if map_type == HTTP_CALL_RESPONSE_HEADERS {
+        with_worker(|w| {
+            w.call.as_ref().map_or_else(
+                || serialize(&[]),
+                |c: &Call| serialize(&c.headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect::<Vec<_>>()),
+            )
+        })
+    } else {
+        let filter = with_worker(|w| w.filter);
+        match header_type(map_type) {
+            Some(kind) if !filter.is_null() => serialize(&unsafe { envoy_headers(filter, kind) }),
+            _ => serialize(&[]),
+        }
+    };
+    unsafe { give(&bytes, data, size) };
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_set_header_map_pairs(map_type: u32, data: *const u8, size: usize) -> u32 {
+    let filter = with_worker(|w| w.filter);
+    let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) else { return OK };
+    let wanted = deserialize(unsafe { slice(data, size) });
+    unsafe {
+        let current: Vec<Vec<u8>> = envoy_headers(filter, kind).into_iter().map(|(k, _)| k.to_vec()).collect();
+        for key in current.iter().filter(|k| !wanted.iter().any(|(w, _)| w == &k.as_slice())) {
+            abi::envoy_dynamic_module_callback_http_set_header(filter, kind, ModuleBuffer::of(key), ModuleBuffer::NULL);
+        }
+        let mut set: Vec<&[u8]> = Vec::new();
+        for (key, value) in &wanted {
+            if set.contains(key) {
+                abi::envoy_dynamic_module_callback_http_add_header(filter, kind, ModuleBuffer::of(key), ModuleBuffer::of(value));
+            } else {
+                abi::envoy_dynamic_module_callback_http_set_header(filter, kind, ModuleBuffer::of(key), ModuleBuffer::of(value));
+                set.push(key);
+            }
+        }
+    }
+    changed(kind);
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_get_header_map_value(map_type: u32, key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize) -> u32 {
+    let key = unsafe { slice(key, key_size) };
+    if map_type == HTTP_CALL_RESPONSE_HEADERS {
+        let value = with_worker(|w| w.call.as_ref().and_then(|c| c.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())));
+        return match value {
+            Some(v) => {
+                unsafe { give(&v, data, size) };
+                OK
+            }
+            None => NOT_FOUND,
+        };
+    }
+    let filter = with_worker(|w| w.filter);
+    let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) else { return NOT_FOUND };
+    let mut value = EnvoyBuffer::EMPTY;
+    let found = unsafe {
+        abi::envoy_dynamic_module_callback_http_get_header(filter, kind, ModuleBuffer::of(key), &mut value, 0, std::ptr::null_mut())
+    };
+    if !found {
+        return NOT_FOUND;
+    }
+    unsafe { give(value.bytes(), data, size) };
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_replace_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32 {
+    let filter = with_worker(|w| w.filter);
+    if let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) {
+        unsafe {
+            let value = ModuleBuffer::of(slice(value, value_size));
+            abi::envoy_dynamic_module_callback_http_set_header(filter, kind, ModuleBuffer::of(slice(key, key_size)), value);
+        }
+        changed(kind);
+    }
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32 {
+    let filter = with_worker(|w| w.filter);
+    if let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) {
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(filter, kind, ModuleBuffer::of(slice(key, key_size)), ModuleBuffer::NULL);
+        }
+        changed(kind);
+    }
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_add_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32 {
+    let filter = with_worker(|w| w.filter);
+    if let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) {
+        unsafe {
+            let value = ModuleBuffer::of(slice(value, value_size));
+            abi::envoy_dynamic_module_callback_http_add_header(filter, kind, ModuleBuffer::of(slice(key, key_size)), value);
+        }
+        changed(kind);
+    }
+    OK
+}
+
+/// A local reply is held until the filter's callback returns (as Envoy
+/// does for wasm): sending it runs Envoy's hooks for the stream at once,
+/// and the filter must not be re-entered.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn proxy_send_local_response(
+    status: u32,
+    details: *const u8,
+    details_size: usize,
+    body: *const u8,
+    body_size: usize,
+    headers: *const u8,
+    headers_size: usize,
+    _grpc_status: i32,
+) -> u32 {
+    let reply = unsafe {
+        super::Reply {
+            status,
+            headers: deserialize(slice(headers, headers_size)).into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+            body: slice(body, body_size).to_vec(),
+            details: slice(details, details_size).to_vec(),
+        }
+    };
+    with_worker(|w| w.reply = Some(reply));
+    OK
+}
+
+/// An HTTP call from the filter: Envoy's callout on the current stream,
+/// answered in `on_http_filter_http_callout_done`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn proxy_http_call(
+    upstream: *const u8,
+    upstream_size: usize,
+    headers: *const u8,
+    headers_size: usize,
+    body: *const u8,
+    body_size: usize,
+    _trailers: *const u8,
+    _trailers_size: usize,
+    timeout_ms: u32,
+    token: *mut u32,
+) -> u32 {
+    let (filter, context) = with_worker(|w| (w.filter, w.context));
+    if filter.is_null() || context == 0 {
+        // No stream to carry the call (a root context's call).
+        return INTERNAL_FAILURE;
+    }
+    unsafe {
+        let pairs = deserialize(slice(headers, headers_size));
+        let mut headers: Vec<ModuleHeader> = pairs.iter().map(|(k, v)| ModuleHeader::of(k, v)).collect();
+        let mut id: u64 = 0;
+        let result = abi::envoy_dynamic_module_callback_http_filter_http_callout(
+            filter,
+            &mut id,
+            ModuleBuffer::of(slice(upstream, upstream_size)),
+            headers.as_mut_ptr(),
+            headers.len(),
+            ModuleBuffer::of(slice(body, body_size)),
+            u64::from(timeout_ms),
+        );
+        if result != abi::CALLOUT_INIT_SUCCESS {
+            log_message(3, format!("an HTTP call to cluster {} could not start ({result})", String::from_utf8_lossy(slice(upstream, upstream_size))).as_bytes());
+            return BAD_ARGUMENT;
+        }
+        *token = with_worker(|w| {
+            w.next_token = w.next_token.wrapping_add(1).max(1);
+            w.calls.insert((context, id), w.next_token);
+            w.next_token
+        });
+    }
+    OK
+}
+
+/// Shared data, as Envoy keeps it for wasm: one map for the process, a
+/// version per key, compare-and-swap on the version.
+type SharedMap = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+
+fn shared() -> &'static Mutex<SharedMap> {
+    static SHARED: OnceLock<Mutex<SharedMap>> = OnceLock::new();
+    SHARED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+static NEXT_CAS: AtomicU32 = AtomicU32::new(1);
+
+/// The SDK names the context an HTTP call's answer is for; the hook that
+/// delivers it has already made that stream current.
+#[no_mangle]
+pub extern "C" fn proxy_set_effective_context(_context_id: u32) -> u32 {
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_get_shared_data(key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize, cas: *mut u32) -> u32 {
+    let key = unsafe { slice(key, key_size) };
+    let Ok(map) = shared().lock() else { return NOT_FOUND };
+    match map.get(key) {
+        Some((value, version)) => {
+            unsafe {
+                give(value, data, size);
+                *cas = *version;
+            }
+            OK
+        }
+        None => NOT_FOUND,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32 {
+    let (key, value) = unsafe { (slice(key, key_size), slice(value, value_size)) };
+    let Ok(mut map) = shared().lock() else { return CAS_MISMATCH };
+    let version = NEXT_CAS.fetch_add(1, Ordering::Relaxed).max(1);
+    match map.get_mut(key) {
+        Some((_, current)) if cas != 0 && cas != *current => CAS_MISMATCH,
+        Some(entry) => {
+            *entry = (value.to_vec(), version);
+            OK
+        }
+        None => {
+            map.insert(key.to_vec(), (value.to_vec(), version));
+            OK
+        }
+    }
+}
+
+/// A metric by its stat name (`base;label=value;…`): the Envoy metric
+/// defined for its base and label names, and its label values.
+#[no_mangle]
+pub extern "C" fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32 {
+    let name = unsafe { slice(name, name_size) };
+    let found = with_worker(|w| {
+        let key = (w.config_id(), name.to_vec());
+        if let Some(&known) = w.metric_ids.get(&key) {
+            return known;
+        }
+        let slot = w.config_metric(kind, name);
+        let next = u32::try_from(w.metrics.len()).unwrap_or(u32::MAX);
+        w.metrics.push(slot);
+        w.metric_ids.insert(key, next);
+        next
+    });
+    unsafe { *id = found };
+    OK
+}
+
+fn record(id: u32, f: impl FnOnce(abi::FilterEnvoy, &MetricSlot, &mut Vec<ModuleBuffer>) -> u32) -> u32 {
+    with_worker(|w| {
+        let Some(slot) = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX)) else { return NOT_FOUND };
+        if w.filter.is_null() || slot.envoy_id.is_none() {
+            return OK;
+        }
+        let mut values: Vec<ModuleBuffer> = slot.values.iter().map(|v| ModuleBuffer::of(v)).collect();
+        if f(w.filter, slot, &mut values) != abi::METRICS_SUCCESS {
+            log_message(3, format!("recording metric {} failed", String::from_utf8_lossy(&slot.name)).as_bytes());
+        }
+        OK
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
+    record(id, |filter, slot, values| {
+        let (n, ptr, len) = (slot.envoy_id.unwrap_or_default(), values.as_mut_ptr(), values.len());
+        let by = offset.unsigned_abs();
+        unsafe {
+            match (slot.kind, offset >= 0) {
+                (super::COUNTER, _) => abi::envoy_dynamic_module_callback_http_filter_increment_counter(filter, n, ptr, len, by),
+                (super::GAUGE, true) => abi::envoy_dynamic_module_callback_http_filter_increment_gauge(filter, n, ptr, len, by),
+                (super::GAUGE, false) => abi::envoy_dynamic_module_callback_http_filter_decrement_gauge(filter, n, ptr, len, by),
+                _ => abi::envoy_dynamic_module_callback_http_filter_record_histogram_value(filter, n, ptr, len, by),
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_record_metric(id: u32, value: u64) -> u32 {
+    record(id, |filter, slot, values| {
+        let (n, ptr, len) = (slot.envoy_id.unwrap_or_default(), values.as_mut_ptr(), values.len());
+        unsafe {
+            match slot.kind {
+                super::GAUGE => abi::envoy_dynamic_module_callback_http_filter_set_gauge(filter, n, ptr, len, value),
+                super::HISTOGRAM => abi::envoy_dynamic_module_callback_http_filter_record_histogram_value(filter, n, ptr, len, value),
+                _ => abi::envoy_dynamic_module_callback_http_filter_increment_counter(filter, n, ptr, len, value),
+            }
+        }
+    })
+}
+
+// Calls the SDK can make but the filter never does (queues, gRPC,
+// properties, foreign functions, stream control). They are answered "not
+// found", or "done" where the SDK's wrapper accepts nothing else.
+
+#[no_mangle]
+pub extern "C" fn proxy_call_foreign_function(_name: *const u8, _name_size: usize, _args: *const u8, _args_size: usize, _data: *mut *mut u8, _size: *mut usize) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_close_stream(_stream_type: u32) -> u32 {
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_continue_stream(_stream_type: u32) -> u32 {
+    OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_done() -> u32 {
+    OK
+}
+
+
+#[no_mangle]
+pub extern "C" fn proxy_get_property(_path: *const u8, _path_size: usize, _data: *mut *mut u8, _size: *mut usize) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_set_property(_path: *const u8, _path_size: usize, _value: *const u8, _value_size: usize) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_get_status(_code: *mut u32, _data: *mut *mut u8, _size: *mut usize) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_register_shared_queue(_name: *const u8, _name_size: usize, _id: *mut u32) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_resolve_shared_queue(_vm: *const u8, _vm_size: usize, _name: *const u8, _name_size: usize, _id: *mut u32) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_enqueue_shared_queue(_queue: u32, _value: *const u8, _value_size: usize) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_dequeue_shared_queue(_queue: u32, _data: *mut *mut u8, _size: *mut usize) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn proxy_grpc_call(
+    _upstream: *const u8,
+    _upstream_size: usize,
+    _service: *const u8,
+    _service_size: usize,
+    _method: *const u8,
+    _method_size: usize,
+    _metadata: *const u8,
+    _metadata_size: usize,
+    _message: *const u8,
+    _message_size: usize,
+    _timeout: u32,
+    _id: *mut u32,
+) -> u32 {
+    BAD_ARGUMENT
+}
+
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn proxy_grpc_stream(
+    _upstream: *const u8,
+    _upstream_size: usize,
+    _service: *const u8,
+    _service_size: usize,
+    _method: *const u8,
+    _method_size: usize,
+    _metadata: *const u8,
+    _metadata_size: usize,
+    _id: *mut u32,
+) -> u32 {
+    BAD_ARGUMENT
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_grpc_send(_token: u32, _message: *const u8, _message_size: usize, _end: bool) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_grpc_cancel(_token: u32) -> u32 {
+    NOT_FOUND
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_grpc_close(_token: u32) -> u32 {
+    NOT_FOUND
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_round_trip() {
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b":status", b"200"), (b"x", b""), (b"set-cookie", b"a=1")];
+        assert_eq!(deserialize(&serialize(&pairs)), pairs);
+        assert!(deserialize(&[]).is_empty());
+        // Truncated: what is whole is kept.
+        let bytes = serialize(&pairs);
+        assert_eq!(deserialize(&bytes[..bytes.len() - 5]).len(), 2);
+    }
+}

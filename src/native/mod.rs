@@ -1,0 +1,572 @@
+//! The native build: Tollgate as an Envoy dynamic module (`libtollgate.so`,
+//! feature `native`), for plain Envoy 1.40 where a proxy-wasm VM's
+//! crossings cost too much.
+//!
+//! It runs the very filter the wasm build runs (`crate::filter`, through
+//! the proxy-wasm SDK): the hooks below drive the SDK's entry points
+//! (`proxy_on_request_headers`, ...) from Envoy's dynamic-module hooks, and
+//! `hostcalls` answers the proxy-wasm calls the filter makes from Envoy's
+//! dynamic-module callbacks. Each Envoy worker thread gets its own root
+//! context, as each gets its own wasm VM; shared data is process memory.
+//!
+//! Differences from the wasm build, all forced by the ABI:
+//! - metrics are defined when the config loads, so each is defined there
+//!   with its label names (`SERIES`), and changes are sent at once;
+//! - there is no timer, so `auth.jwt.jwks_uri` is refused (keys are given
+//!   inline);
+//! - a panic in the filter answers that request with a 500 instead of
+//!   killing a VM.
+
+mod abi;
+mod hostcalls;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use abi::{ConfigEnvoy, EnvoyBuffer, EnvoyHeader, FilterEnvoy, ModuleBuffer, ModuleHeader};
+
+use crate::config::{self, secret::ProcessEnv};
+use crate::metrics::{Metric, SEPARATOR};
+
+pub(crate) const COUNTER: u32 = 0;
+pub(crate) const GAUGE: u32 = 1;
+pub(crate) const HISTOGRAM: u32 = 2;
+
+// The proxy-wasm SDK's entry points (the filter's callbacks).
+extern "C" {
+    fn proxy_on_context_create(context_id: u32, root_context_id: u32);
+    fn proxy_on_vm_start(context_id: u32, size: usize) -> bool;
+    fn proxy_on_configure(context_id: u32, size: usize) -> bool;
+    fn proxy_on_request_headers(context_id: u32, headers: usize, end_of_stream: bool) -> u32;
+    fn proxy_on_request_body(context_id: u32, size: usize, end_of_stream: bool) -> u32;
+    fn proxy_on_request_trailers(context_id: u32, trailers: usize) -> u32;
+    fn proxy_on_response_headers(context_id: u32, headers: usize, end_of_stream: bool) -> u32;
+    fn proxy_on_response_body(context_id: u32, size: usize, end_of_stream: bool) -> u32;
+    fn proxy_on_response_trailers(context_id: u32, trailers: usize) -> u32;
+    fn proxy_on_done(context_id: u32) -> bool;
+    fn proxy_on_log(context_id: u32);
+    fn proxy_on_delete(context_id: u32);
+    fn proxy_on_http_call_response(context_id: u32, token: u32, headers: usize, body: usize, trailers: usize);
+}
+
+/// The response code details of the filter's own replies.
+pub(crate) const REPLY_DETAILS: &[u8] = b"tollgate";
+
+/// proxy-wasm's `Action::Continue`.
+const ACTION_CONTINUE: u32 = 0;
+
+/// Every series the filter records, by metric and label names: Envoy takes
+/// no new metric once the config has loaded. `key` and `user` follow the
+/// labels they may be added to.
+const SERIES: &[(Metric, &[&str])] = &[
+    (Metric::Requests, &["team", "model", "provider", "code"]),
+    (Metric::Tokens, &["team", "model", "provider", "type"]),
+    (Metric::Spend, &["team", "model"]),
+    (Metric::BudgetRemaining, &["team"]),
+    (Metric::Denied, &["team", "reason"]),
+    (Metric::Duration, &["team", "model", "provider"]),
+    (Metric::TimeToFirstToken, &["team", "model", "provider"]),
+    (Metric::Estimated, &["team", "model"]),
+    (Metric::DeploymentCooldowns, &["model", "provider", "deployment"]),
+    (Metric::Fallbacks, &["model", "fallback"]),
+    (Metric::SoftBudgetCrossed, &["team"]),
+];
+
+/// Metrics whose series may also carry `key` and `user`.
+const BY_CALLER: [Metric; 3] = [Metric::Requests, Metric::Tokens, Metric::Spend];
+
+/// A loaded filter config: the gateway config (JSON, as the wasm filter
+/// takes it) and the Envoy metrics defined for it.
+pub struct Config {
+    id: u64,
+    bytes: Arc<[u8]>,
+    /// (stat base name, label names joined by `,`) → (kind, Envoy's id).
+    metrics: HashMap<(String, String), (u32, usize)>,
+}
+
+static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
+
+/// One metric the filter defined (by its stat name), as recorded here.
+pub(crate) struct MetricSlot {
+    pub kind: u32,
+    /// None: no such series was defined (the change is dropped, and logged once).
+    pub envoy_id: Option<usize>,
+    pub values: Vec<Vec<u8>>,
+    pub name: Vec<u8>,
+}
+
+/// A local reply the filter asked for, sent when its callback returns.
+pub(crate) struct Reply {
+    pub status: u32,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub details: Vec<u8>,
+}
+
+impl Reply {
+    fn send(&self, filter: FilterEnvoy) {
+        let mut headers: Vec<ModuleHeader> = self.headers.iter().map(|(k, v)| ModuleHeader::of(k, v)).collect();
+        // Envoy would say "dynamic_module"; the rendered local-reply rules
+        // leave replies marked `tollgate` alone.
+        let details = if self.details.is_empty() { REPLY_DETAILS } else { &self.details };
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_send_response(
+                filter,
+                self.status,
+                headers.as_mut_ptr(),
+                headers.len(),
+                ModuleBuffer::of(&self.body),
+                ModuleBuffer::of(details),
+            );
+        }
+    }
+}
+
+/// An HTTP call's answer, while the filter reads it.
+pub(crate) struct Call {
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// What one worker thread holds: its root contexts (one per config, as one
+/// wasm VM per worker), and the stream being served.
+pub(crate) struct Worker {
+    sdk_started: bool,
+    roots: HashMap<u64, u32>,
+    next_context: u32,
+    pub filter: FilterEnvoy,
+    pub context: u32,
+    pub config_bytes: Option<Arc<[u8]>>,
+    config: *const Config,
+    pub request_headers_changed: bool,
+    pub reply: Option<Reply>,
+    pub call: Option<Call>,
+    /// (context, Envoy's callout id) → the token the filter was given.
+    pub calls: HashMap<(u32, u64), u32>,
+    pub next_token: u32,
+    pub metrics: Vec<MetricSlot>,
+    /// (config, stat name) → index in `metrics`.
+    pub metric_ids: HashMap<(u64, Vec<u8>), u32>,
+}
+
+impl Worker {
+    fn new() -> Self {
+        Self {
+            sdk_started: false,
+            roots: HashMap::new(),
+            next_context: 1,
+            filter: std::ptr::null_mut(),
+            context: 0,
+            config_bytes: None,
+            config: std::ptr::null(),
+            request_headers_changed: false,
+            reply: None,
+            call: None,
+            calls: HashMap::new(),
+            next_token: 0,
+            metrics: Vec::new(),
+            metric_ids: HashMap::new(),
+        }
+    }
+
+    fn config(&self) -> Option<&Config> {
+        // SAFETY: Envoy keeps a filter config alive while its streams run,
+        // and `config` is only set while serving one of them.
+        unsafe { self.config.as_ref() }
+    }
+
+    pub fn config_id(&self) -> u64 {
+        self.config().map_or(0, |c| c.id)
+    }
+
+    /// The Envoy metric for a stat name `base;label=value;…`.
+    pub fn config_metric(&self, kind: u32, name: &[u8]) -> MetricSlot {
+        let text = String::from_utf8_lossy(name);
+        let mut parts = text.split(SEPARATOR);
+        let base = parts.next().unwrap_or_default().to_string();
+        let (names, values): (Vec<&str>, Vec<Vec<u8>>) =
+            parts.filter_map(|p| p.split_once('=')).map(|(k, v)| (k, v.as_bytes().to_vec())).unzip();
+        let found = self.config().and_then(|c| c.metrics.get(&(base, names.join(",")))).filter(|(k, _)| *k == kind);
+        if found.is_none() {
+            log_message(3, format!("no Envoy metric is defined for {text}; its changes are dropped").as_bytes());
+        }
+        MetricSlot { kind, envoy_id: found.map(|(_, id)| *id), values, name: name.to_vec() }
+    }
+}
+
+thread_local! {
+    static WORKER: RefCell<Worker> = RefCell::new(Worker::new());
+}
+
+/// Runs `f` on this thread's worker state. Never held across a call into
+/// the filter (which calls back in here).
+pub(crate) fn with_worker<T>(f: impl FnOnce(&mut Worker) -> T) -> T {
+    WORKER.with(|w| f(&mut w.borrow_mut()))
+}
+
+pub(crate) fn log_message(level: u32, message: &[u8]) {
+    unsafe { abi::envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message)) }
+}
+
+/// Serves one hook: sets the stream as current (restoring what was current
+/// before, for hooks Envoy runs inside another), runs `f`, then does what
+/// the filter asked to happen after it returns (a new route match, a local
+/// reply). A panic in this layer answers the request with a 500; one inside
+/// the filter cannot unwind out of the SDK's `extern "C"` entry points and
+/// aborts Envoy (the filter is built not to panic).
+fn serve<T>(filter: FilterEnvoy, stream: *const c_void, failed: T, f: impl FnOnce(u32) -> T) -> T {
+    // SAFETY: `stream` is the pointer `on_http_filter_new` returned, alive
+    // until `on_http_filter_destroy`.
+    let Some(stream) = (unsafe { (stream as *const Stream).as_ref() }) else { return failed };
+    let before = with_worker(|w| {
+        let before = (w.filter, w.context, w.config, w.config_bytes.clone());
+        w.filter = filter;
+        w.context = stream.context;
+        w.config = stream.config;
+        w.config_bytes = None;
+        before
+    });
+    let result = catch_unwind(AssertUnwindSafe(|| f(stream.context)));
+    let (changed, reply) = with_worker(|w| {
+        let changed = std::mem::take(&mut w.request_headers_changed);
+        (w.filter, w.context, w.config, w.config_bytes) = before;
+        (changed, w.reply.take())
+    });
+    if changed && !filter.is_null() {
+        unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(filter) };
+    }
+    let (value, reply) = match result {
+        Ok(value) => (value, reply),
+        Err(_) => {
+            log_message(4, b"the gateway failed on a request; it is answered with a 500");
+            let body = br#"{"error":{"message":"The gateway failed on this request; see Envoy's log.","type":"internal_error","param":null,"code":"internal_error"}}"#;
+            let headers = vec![(b"content-type".to_vec(), b"application/json".to_vec())];
+            (failed, Some(Reply { status: 500, headers, body: body.to_vec(), details: Vec::new() }))
+        }
+    };
+    if let Some(reply) = reply.filter(|_| !filter.is_null()) {
+        reply.send(filter);
+    }
+    value
+}
+
+/// One HTTP stream: its filter context.
+struct Stream {
+    context: u32,
+    config: *const Config,
+    done: bool,
+}
+
+fn headers_size(filter: FilterEnvoy, kind: u32) -> usize {
+    unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, kind) }
+}
+
+fn body_size(filter: FilterEnvoy, request: bool) -> usize {
+    let kinds = if request {
+        [abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY]
+    } else {
+        [abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY]
+    };
+    let same = unsafe {
+        if request {
+            abi::envoy_dynamic_module_callback_http_received_buffered_request_body(filter)
+        } else {
+            abi::envoy_dynamic_module_callback_http_received_buffered_response_body(filter)
+        }
+    };
+    kinds
+        .iter()
+        .skip(usize::from(same))
+        .map(|&kind| unsafe {
+            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
+            let mut chunks = vec![EnvoyBuffer::EMPTY; n];
+            if n > 0 && abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
+                chunks.iter().map(|c| c.length).sum::<usize>()
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+/// This thread's root context for `config`, created (and configured) on
+/// the thread's first stream of that config.
+fn root_for(config: &Config, filter: FilterEnvoy) -> u32 {
+    let (start_sdk, known) = with_worker(|w| (!std::mem::replace(&mut w.sdk_started, true), w.roots.get(&config.id).copied()));
+    if start_sdk {
+        crate::filter::_initialize();
+    }
+    if let Some(root) = known {
+        return root;
+    }
+    let root = with_worker(|w| {
+        let root = w.next_context;
+        w.next_context = w.next_context.wrapping_add(1);
+        w.roots.insert(config.id, root);
+        w.filter = filter;
+        w.context = 0;
+        w.config = config;
+        w.config_bytes = Some(Arc::clone(&config.bytes));
+        root
+    });
+    let configured = catch_unwind(|| unsafe {
+        proxy_on_context_create(root, 0);
+        proxy_on_vm_start(root, 0) && proxy_on_configure(root, config.bytes.len())
+    });
+    if !matches!(configured, Ok(true)) {
+        log_message(4, b"configuring the gateway on a worker failed; its requests get a 500");
+    }
+    with_worker(|w| w.config_bytes = None);
+    root
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
+    abi::ABI_VERSION.as_ptr()
+}
+
+/// Checks the gateway config (as `tollgate check` does) and defines its
+/// metrics. A config that does not compile is refused: Envoy rejects it.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEnvoy, _name: EnvoyBuffer, config: EnvoyBuffer) -> *const c_void {
+    let bytes: Arc<[u8]> = Arc::from(unsafe { config.bytes() });
+    let checked = std::str::from_utf8(&bytes).map_err(|_| vec!["the filter config is not UTF-8".to_string()]).and_then(|text| {
+        let file = config::parse_json(text).map_err(|e| vec![e.to_string()])?;
+        let compiled = config::compile(&file, &ProcessEnv).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        match config::native_unsupported(&compiled.gateway) {
+            Some(why) => Err(vec![why.to_string()]),
+            None => Ok(()),
+        }
+    });
+    if let Err(errors) = checked {
+        for e in errors {
+            log_message(4, format!("invalid config: {e}").as_bytes());
+        }
+        return std::ptr::null();
+    }
+    let mut metrics = HashMap::new();
+    for (metric, labels) in SERIES {
+        let callers: &[&[&str]] = if BY_CALLER.contains(metric) { &[&[], &["key"], &["user"], &["key", "user"]] } else { &[&[]] };
+        for who in callers {
+            let names: Vec<&str> = labels.iter().chain(who.iter()).copied().collect();
+            let mut buffers: Vec<ModuleBuffer> = names.iter().map(|n| ModuleBuffer::of(n.as_bytes())).collect();
+            let (kind, define): (u32, unsafe extern "C" fn(ConfigEnvoy, ModuleBuffer, *mut ModuleBuffer, usize, *mut usize) -> u32) =
+                match metric.kind() {
+                    crate::metrics::Kind::Counter => (COUNTER, abi::envoy_dynamic_module_callback_http_filter_config_define_counter),
+                    crate::metrics::Kind::Gauge => (GAUGE, abi::envoy_dynamic_module_callback_http_filter_config_define_gauge),
+                    crate::metrics::Kind::Histogram => (HISTOGRAM, abi::envoy_dynamic_module_callback_http_filter_config_define_histogram),
+                };
+            let mut id = 0usize;
+            let result = unsafe { define(envoy, ModuleBuffer::of(metric.base().as_bytes()), buffers.as_mut_ptr(), buffers.len(), &mut id) };
+            if result == abi::METRICS_SUCCESS {
+                metrics.insert((metric.base().to_string(), names.join(",")), (kind, id));
+            } else {
+                log_message(3, format!("defining metric {} {names:?} failed ({result})", metric.base()).as_bytes());
+            }
+        }
+    }
+    let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics };
+    Box::into_raw(Box::new(config)) as *const c_void
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    if !config.is_null() {
+        // SAFETY: the pointer `config_new` returned, given back once.
+        drop(unsafe { Box::from_raw(config as *mut Config) });
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(config: *const c_void, filter: FilterEnvoy) -> *const c_void {
+    // SAFETY: the pointer `config_new` returned; Envoy keeps it alive.
+    let Some(config) = (unsafe { (config as *const Config).as_ref() }) else { return std::ptr::null() };
+    let root = root_for(config, filter);
+    let context = with_worker(|w| {
+        let id = w.next_context;
+        w.next_context = w.next_context.wrapping_add(1).max(1);
+        id
+    });
+    let stream = Box::into_raw(Box::new(Stream { context, config, done: false })) as *const c_void;
+    serve(filter, stream, (), |ctx| unsafe { proxy_on_context_create(ctx, root) });
+    stream
+}
+
+fn header_status(action: u32) -> u32 {
+    if action == ACTION_CONTINUE {
+        abi::HEADERS_CONTINUE
+    } else {
+        abi::HEADERS_STOP_ITERATION
+    }
+}
+
+fn body_status(action: u32) -> u32 {
+    if action == ACTION_CONTINUE {
+        abi::BODY_CONTINUE
+    } else {
+        abi::BODY_STOP_ITERATION_AND_BUFFER
+    }
+}
+
+fn trailers_status(action: u32) -> u32 {
+    if action == ACTION_CONTINUE {
+        abi::TRAILERS_CONTINUE
+    } else {
+        abi::TRAILERS_STOP_ITERATION
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
+    serve(filter, stream, abi::HEADERS_STOP_ITERATION, |ctx| {
+        header_status(unsafe { proxy_on_request_headers(ctx, headers_size(filter, abi::REQUEST_HEADERS), end_of_stream) })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
+    serve(filter, stream, abi::BODY_STOP_ITERATION_AND_BUFFER, |ctx| {
+        body_status(unsafe { proxy_on_request_body(ctx, body_size(filter, true), end_of_stream) })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(filter: FilterEnvoy, stream: *const c_void) -> u32 {
+    serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |ctx| {
+        trailers_status(unsafe { proxy_on_request_trailers(ctx, headers_size(filter, abi::REQUEST_TRAILERS)) })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
+    serve(filter, stream, abi::HEADERS_STOP_ITERATION, |ctx| {
+        header_status(unsafe { proxy_on_response_headers(ctx, headers_size(filter, abi::RESPONSE_HEADERS), end_of_stream) })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
+    serve(filter, stream, abi::BODY_STOP_ITERATION_AND_BUFFER, |ctx| {
+        body_status(unsafe { proxy_on_response_body(ctx, body_size(filter, false), end_of_stream) })
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(filter: FilterEnvoy, stream: *const c_void) -> u32 {
+    serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |ctx| {
+        trailers_status(unsafe { proxy_on_response_trailers(ctx, headers_size(filter, abi::RESPONSE_TRAILERS)) })
+    })
+}
+
+/// The stream is over: the filter settles (as in a wasm VM: done, log,
+/// delete).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter: FilterEnvoy, stream: *const c_void) {
+    serve(filter, stream, (), |ctx| unsafe {
+        proxy_on_done(ctx);
+        proxy_on_log(ctx);
+        proxy_on_delete(ctx);
+    });
+    // SAFETY: as in `serve`.
+    if let Some(s) = unsafe { (stream as *mut Stream).as_mut() } {
+        s.done = true;
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_void) {
+    if stream.is_null() {
+        return;
+    }
+    // SAFETY: the pointer `filter_new` returned, given back once.
+    let stream = unsafe { Box::from_raw(stream as *mut Stream) };
+    with_worker(|w| w.calls.retain(|(ctx, _), _| *ctx != stream.context));
+    if !stream.done {
+        // Never completed: only forget the context.
+        let _ = catch_unwind(|| unsafe { proxy_on_delete(stream.context) });
+    }
+}
+
+/// An HTTP call's answer (a failed call has no headers): handed to the
+/// filter as proxy-wasm hands it.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    filter: FilterEnvoy,
+    stream: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *mut EnvoyHeader,
+    headers_size: usize,
+    chunks: *mut EnvoyBuffer,
+    chunks_size: usize,
+) {
+    serve(filter, stream, (), |ctx| {
+        let Some(token) = with_worker(|w| w.calls.remove(&(ctx, callout_id))) else { return };
+        let call = unsafe {
+            let headers: &[EnvoyHeader] =
+                if headers.is_null() || result != abi::CALLOUT_SUCCESS { &[] } else { std::slice::from_raw_parts(headers, headers_size) };
+            let chunks: &[EnvoyBuffer] = if chunks.is_null() { &[] } else { std::slice::from_raw_parts(chunks, chunks_size) };
+            Call {
+                headers: headers.iter().map(|h| h.pair()).map(|(k, v)| (k.to_vec(), v.to_vec())).collect(),
+                body: chunks.iter().flat_map(|c| c.bytes().iter().copied()).collect(),
+            }
+        };
+        let (n, size) = (call.headers.len(), call.body.len());
+        with_worker(|w| w.call = Some(call));
+        unsafe { proxy_on_http_call_response(ctx, token, n, size, 0) };
+        with_worker(|w| w.call = None);
+    });
+}
+
+// Hooks Envoy requires that Tollgate has no use for.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(_filter: FilterEnvoy, _stream: *const c_void, _event: u64) {}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter: FilterEnvoy,
+    _stream: *const c_void,
+    _id: u64,
+    _headers: *mut EnvoyHeader,
+    _size: usize,
+    _end: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter: FilterEnvoy,
+    _stream: *const c_void,
+    _id: u64,
+    _data: *const EnvoyBuffer,
+    _count: usize,
+    _end: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter: FilterEnvoy,
+    _stream: *const c_void,
+    _id: u64,
+    _trailers: *mut EnvoyHeader,
+    _size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(_filter: FilterEnvoy, _stream: *const c_void, _id: u64) {}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(_filter: FilterEnvoy, _stream: *const c_void, _id: u64, _reason: u32) {}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(_filter: FilterEnvoy, _stream: *const c_void) {}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(_filter: FilterEnvoy, _stream: *const c_void) {}
