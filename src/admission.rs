@@ -468,6 +468,35 @@ fn decide(
     Ok(Forward { model, deployment, headers, body_edit, estimate, stream, wire })
 }
 
+/// The header edits that turn the client's request headers into the
+/// forward's: a value is set only where it differs from the client's, a
+/// header removed only where the client sent it, and every other client
+/// `x-envoy-*` header removed (those steer Envoy's router: only the gateway
+/// sets them). Each edit is one call into Envoy, so the fewer the better.
+pub fn header_edits<'a>(
+    client: &'a [(String, Vec<u8>)],
+    changes: &'a [(&'static str, Option<String>)],
+) -> Vec<(&'a str, Option<&'a str>)> {
+    let mut edits: Vec<(&'a str, Option<&'a str>)> = Vec::with_capacity(changes.len());
+    for (name, value) in changes {
+        let mut sent = client.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+        let (first, more) = (sent.next(), sent.next().is_some());
+        match value {
+            Some(v) if first == Some(v.as_bytes()) && !more => {}
+            Some(v) => edits.push((name, Some(v.as_str()))),
+            None if first.is_some() => edits.push((name, None)),
+            None => {}
+        }
+    }
+    for (k, _) in client {
+        let name = k.as_str();
+        if name.starts_with("x-envoy-") && !changes.iter().any(|(c, _)| *c == name) && !edits.iter().any(|(e, _)| *e == name) {
+            edits.push((name, None));
+        }
+    }
+    edits
+}
+
 fn scan_error(e: ScanError) -> ApiError {
     match e {
         ScanError::Empty => ApiError::bad_request(

@@ -788,3 +788,42 @@ fn a_wrong_key_is_shown_masked() {
     let e = team_of(&gw, "ünïcödé-kéy-wrong").unwrap_err();
     assert!(e.message.starts_with("Incorrect API key provided: ünïc****rong."), "{}", e.message);
 }
+
+#[test]
+fn header_edits_change_only_what_differs() {
+    use tollgate::admission::header_edits;
+    let client: Vec<(String, Vec<u8>)> = [
+        (":path", "/v1/chat/completions"),
+        (":authority", "gateway.local"),
+        ("authorization", "Bearer team-key"),
+        ("accept-encoding", "identity"),
+        ("x-envoy-max-retries", "9"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("cookie", "a=1"),
+        ("cookie", "b=2"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    .collect();
+    let changes: Vec<(&'static str, Option<String>)> = vec![
+        (":path", Some("/v1/chat/completions".into())),
+        (":authority", Some("api.openai.com".into())),
+        ("authorization", Some("Bearer sk-provider".into())),
+        ("accept-encoding", Some("identity".into())),
+        ("x-api-key", None),
+        ("x-envoy-max-retries", None),
+        ("cookie", Some("a=1".into())),
+    ];
+    assert_eq!(
+        header_edits(&client, &changes),
+        vec![
+            (":authority", Some("api.openai.com")),
+            ("authorization", Some("Bearer sk-provider")),
+            ("x-envoy-max-retries", None),
+            // Sent twice: set, so that one value is left.
+            ("cookie", Some("a=1")),
+            // Not among the changes, but no client steers Envoy's router.
+            ("x-envoy-upstream-rq-timeout-ms", None),
+        ]
+    );
+}

@@ -34,23 +34,12 @@ pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str>
         .map(|(_, v)| std::str::from_utf8(v).unwrap_or_default())
 }
 
-/// Replaces all request headers in one hostcall: `headers` less the names in
-/// `changes` and any `x-envoy-*` header (those steer Envoy's router: only
-/// the gateway sets them), plus the changes that set a value.
-pub fn rewrite_request_headers(headers: &[(String, Vec<u8>)], changes: &[(&str, Option<String>)]) -> bool {
-    let mut out: Vec<(&str, &[u8])> = headers
-        .iter()
-        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k) && !k.starts_with("x-envoy-"))
-        .map(|(k, v)| (k.as_str(), v.as_slice()))
-        .collect();
-    out.extend(changes.iter().filter_map(|(name, value)| value.as_ref().map(|v| (*name, v.as_bytes()))));
-    match hostcalls::set_map_bytes(MapType::HttpRequestHeaders, out) {
-        Ok(()) => true,
-        Err(status) => {
-            warn!("rewriting the request headers failed: {status:?}");
-            false
-        }
-    }
+/// Applies the forward's header changes to the request Envoy holds: one
+/// hostcall for each header that actually changes (`admission::header_edits`).
+pub fn rewrite_request_headers(headers: &[(String, Vec<u8>)], changes: &[(&'static str, Option<String>)]) -> bool {
+    crate::admission::header_edits(headers, changes)
+        .into_iter()
+        .all(|(name, value)| set_request_header(name, value))
 }
 
 pub fn response_header(name: &str) -> Option<String> {

@@ -379,10 +379,11 @@ impl HttpContext for Request {
         let Some(gw) = self.gateway.clone() else {
             return self.deny(None, &ApiError::internal(NOT_CONFIGURED));
         };
-        let headers = host::request_headers();
+        let mut headers = host::request_headers();
         // Whatever happens next, no client chooses the upstream cluster.
         if host::find(&headers, CLUSTER_HEADER).is_some() {
             host::set_request_header(CLUSTER_HEADER, None);
+            headers.retain(|(k, _)| k != CLUSTER_HEADER);
         }
         let jwt_keys = Rc::clone(&self.jwt_keys.borrow());
         let head = Head {

@@ -11,6 +11,7 @@ pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
 
 pub type FilterEnvoy = *mut c_void;
 pub type ConfigEnvoy = *mut c_void;
+pub type ConfigScheduler = *mut c_void;
 
 /// Bytes owned by Envoy.
 #[repr(C)]
@@ -183,6 +184,39 @@ extern "C" {
         label_names_length: usize,
         id: *mut usize,
     ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(config: ConfigEnvoy) -> ConfigScheduler;
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(scheduler: ConfigScheduler, event: u64);
+    pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: ConfigScheduler);
+
+    pub fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: ConfigEnvoy,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_increment_gauge(
+        config: ConfigEnvoy,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config: ConfigEnvoy,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_decrement_gauge(
+        config: ConfigEnvoy,
+        id: usize,
+        label_values: *mut ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+
     pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter: FilterEnvoy,
         id: usize,

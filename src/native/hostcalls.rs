@@ -532,6 +532,15 @@ fn record(id: u32, f: impl FnOnce(abi::FilterEnvoy, &MetricSlot, &mut Vec<Module
 
 #[no_mangle]
 pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
+    let batched = with_worker(|w| {
+        let slot = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX))?;
+        let (batch, series) = slot.batch.as_ref()?;
+        batch.add(*series, offset);
+        Some(())
+    });
+    if batched.is_some() {
+        return OK;
+    }
     record(id, |filter, slot, values| {
         let (n, ptr, len) = (slot.envoy_id.unwrap_or_default(), values.as_mut_ptr(), values.len());
         let by = offset.unsigned_abs();
@@ -548,6 +557,15 @@ pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_record_metric(id: u32, value: u64) -> u32 {
+    let batched = with_worker(|w| {
+        let slot = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX))?;
+        let (batch, series) = slot.batch.as_ref()?;
+        batch.set(*series, value);
+        Some(())
+    });
+    if batched.is_some() {
+        return OK;
+    }
     record(id, |filter, slot, values| {
         let (n, ptr, len) = (slot.envoy_id.unwrap_or_default(), values.as_mut_ptr(), values.len());
         unsafe {

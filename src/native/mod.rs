@@ -18,6 +18,7 @@
 //!   killing a VM.
 
 mod abi;
+mod batch;
 mod hostcalls;
 
 use std::cell::RefCell;
@@ -86,6 +87,10 @@ pub struct Config {
     bytes: Arc<[u8]>,
     /// (stat base name, label names joined by `,`) → (kind, Envoy's id).
     metrics: HashMap<(String, String), (u32, usize)>,
+    envoy: ConfigEnvoy,
+    /// Counter and gauge changes, summed and sent on an interval (none with
+    /// `stats_flush_interval_ms: 0`: sent at once).
+    flusher: Option<batch::Flusher>,
 }
 
 static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
@@ -93,6 +98,8 @@ static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
 /// One metric the filter defined (by its stat name), as recorded here.
 pub(crate) struct MetricSlot {
     pub kind: u32,
+    /// Where counter and gauge changes are summed, and the series' number there.
+    pub batch: Option<(Arc<batch::Batch>, usize)>,
     /// None: no such series was defined (the change is dropped, and logged once).
     pub envoy_id: Option<usize>,
     pub values: Vec<Vec<u8>>,
@@ -194,7 +201,12 @@ impl Worker {
         if found.is_none() {
             log_message(3, format!("no Envoy metric is defined for {text}; its changes are dropped").as_bytes());
         }
-        MetricSlot { kind, envoy_id: found.map(|(_, id)| *id), values, name: name.to_vec() }
+        let envoy_id = found.map(|(_, id)| *id);
+        let batch = match (self.config().and_then(|c| c.flusher.as_ref()), envoy_id) {
+            (Some(f), Some(id)) if kind != HISTOGRAM => f.batch.register(kind, id, &values).map(|n| (Arc::clone(&f.batch), n)),
+            _ => None,
+        };
+        MetricSlot { kind, batch, envoy_id, values, name: name.to_vec() }
     }
 }
 
@@ -313,10 +325,10 @@ fn root_for(config: &Config, filter: FilterEnvoy) -> u32 {
         w.config_bytes = Some(Arc::clone(&config.bytes));
         root
     });
-    let configured = catch_unwind(|| unsafe {
+    let configured = catch_unwind(AssertUnwindSafe(|| unsafe {
         proxy_on_context_create(root, 0);
         proxy_on_vm_start(root, 0) && proxy_on_configure(root, config.bytes.len())
-    });
+    }));
     if !matches!(configured, Ok(true)) {
         log_message(4, b"configuring the gateway on a worker failed; its requests get a 500");
     }
@@ -339,15 +351,18 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEn
         let compiled = config::compile(&file, &ProcessEnv).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         match config::native_unsupported(&compiled.gateway) {
             Some(why) => Err(vec![why.to_string()]),
-            None => Ok(()),
+            None => Ok(compiled.gateway.stats_flush_ms),
         }
     });
-    if let Err(errors) = checked {
-        for e in errors {
-            log_message(4, format!("invalid config: {e}").as_bytes());
+    let flush_ms = match checked {
+        Ok(ms) => ms,
+        Err(errors) => {
+            for e in errors {
+                log_message(4, format!("invalid config: {e}").as_bytes());
+            }
+            return std::ptr::null();
         }
-        return std::ptr::null();
-    }
+    };
     let mut metrics = HashMap::new();
     for (metric, labels) in SERIES {
         let callers: &[&[&str]] = if BY_CALLER.contains(metric) { &[&[], &["key"], &["user"], &["key", "user"]] } else { &[&[]] };
@@ -369,8 +384,20 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEn
             }
         }
     }
-    let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics };
+    let flusher = (flush_ms > 0).then(|| batch::Flusher::start(envoy, std::time::Duration::from_millis(flush_ms))).flatten();
+    let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics, envoy, flusher };
     Box::into_raw(Box::new(config)) as *const c_void
+}
+
+/// The stats flush, on the main thread (see `batch`).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(_envoy: ConfigEnvoy, config: *const c_void, _event: u64) {
+    // SAFETY: the pointer `config_new` returned, alive until `config_destroy`.
+    if let Some(config) = unsafe { (config as *const Config).as_ref() } {
+        if let Some(f) = &config.flusher {
+            f.batch.flush(config.envoy);
+        }
+    }
 }
 
 #[no_mangle]
