@@ -185,9 +185,14 @@ pub fn bootstrap(file: &ConfigFile, compiled: &Compiled, opts: &RenderOptions) -
     if opts.native {
         // A dynamic module's stats are named as a wasm filter's
         // (`tollgate_requests_total`, not under `envoy_dynamicmodulescustom_`).
-        bootstrap["layered_runtime"] = json!({"layers": [{"name": "tollgate", "static_layer": {
-            "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix": true
-        }}]});
+        if let Some(b) = bootstrap.as_object_mut() {
+            b.insert(
+                "layered_runtime".to_string(),
+                json!({"layers": [{"name": "tollgate", "static_layer": {
+                    "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix": true
+                }}]}),
+            );
+        }
     }
     bootstrap
 }
