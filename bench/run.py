@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """make bench: the same workload, on the same machine, against the same
-upstream, through three arms:
+upstream, through these arms:
 
   direct    client -> upstream
   envoy     client -> plain Envoy (the same route, no filter) -> upstream
@@ -10,6 +10,8 @@ upstream, through three arms:
             reads), which prices one hostcall
   tollgate  client -> Envoy with the Tollgate filter (auth, access, budget,
             accounting all on) -> upstream
+  native    the same, with the native build (libtollgate.so, an Envoy
+            dynamic module) in place of tollgate.wasm
 
 The proxies under test run with --concurrency 1, pinned to CPU 0; the load
 generator and the upstreams are pinned to CPU 1. Rounds are interleaved and
@@ -21,7 +23,7 @@ same single core as the proxies.
 
 Environment: ROUNDS (3), DURATION (2 s per measurement), RATE (1000 rps for
 the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
-BENCH_PEERS (0).
+SOAK_ARM (tollgate, or native), BENCH_PEERS (0).
 """
 
 import json
@@ -40,11 +42,13 @@ ENVOY = os.environ.get("TOLLGATE_ENVOY", str(ROOT / ".venv/bin/envoy"))
 CLI = str(ROOT / "target/release/tollgate")
 WASM = str(ROOT / "target/wasm32-wasip1/release/tollgate.wasm")
 FLOOR_WASM = str(ROOT / "target/floor/wasm32-wasip1/release/tollgate.wasm")
+NATIVE_LIB = str(ROOT / "target/native/release/libtollgate.so")
 LOAD = str(ROOT / "target/bench/release/tollgate-bench")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = float(os.environ.get("DURATION", "2"))
 RATE = int(os.environ.get("RATE", "1000"))
 SOAK = int(os.environ.get("SOAK", "0"))
+SOAK_ARM = os.environ.get("SOAK_ARM", "tollgate")
 PEERS = os.environ.get("BENCH_PEERS", "0") == "1"
 PEERS_PY = str(ROOT / ".venv-peers/bin/python")
 PEERS_LITELLM = str(ROOT / ".venv-peers/bin/litellm")
@@ -253,11 +257,11 @@ def rss_kib(pid):
 
 
 def main():
-    for tool in (ENVOY, CLI, WASM, FLOOR_WASM, LOAD):
+    for tool in (ENVOY, CLI, WASM, FLOOR_WASM, NATIVE_LIB, LOAD):
         if not Path(tool).exists():
             sys.exit(f"missing {tool}: run make bench, which builds everything")
     ports = {k: free_port() for k in ["up", "up_admin", "sse", "plain", "plain_sse", "plain_admin", "floor",
-                                      "floor_admin", "hc", "hc_admin", "tg", "tg_admin"]}
+                                      "floor_admin", "hc", "hc_admin", "tg", "tg_admin", "tn", "tn_admin"]}
 
     # The upstream: Envoy's own direct_response, on the load generator's CPU.
     start_envoy("upstream", {
@@ -326,13 +330,20 @@ user_access:
 """)
     env = dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider")
     rendered = WORK / "tollgate.yaml"
-    subprocess.run([CLI, "render", str(config), "--wasm", WASM, "--port", str(ports["tg"]),
-                    "--admin-port", str(ports["tg_admin"]), "--out", str(rendered)],
-                   env=env, check=True, capture_output=True)
-    log = open(WORK / "tollgate.log", "w")
-    tg = pinned(PROXY_CPU, [ENVOY, "-c", str(rendered), "--concurrency", "1", "--disable-hot-restart",
-                            "--log-level", "warn"], stdout=log, stderr=log, env=env)
-    wait_ready(ports["tg_admin"], tg, "tollgate")
+    def tollgate(name, port, flag, path):
+        rendered = WORK / f"{name}.yaml"
+        subprocess.run([CLI, "render", str(config), flag, path, "--port", str(ports[port]),
+                        "--admin-port", str(ports[f"{port}_admin"]), "--out", str(rendered)],
+                       env=env, check=True, capture_output=True)
+        log = open(WORK / f"{name}.log", "w")
+        proc = pinned(PROXY_CPU, [ENVOY, "-c", str(rendered), "--concurrency", "1", "--disable-hot-restart",
+                                  "--log-level", "warn"], stdout=log, stderr=log, env=env)
+        wait_ready(ports[f"{port}_admin"], proc, name)
+        return proc
+
+    tg = tollgate("tollgate", "tg", "--wasm", WASM)
+    # The same filter built natively, as an Envoy dynamic module.
+    tn = tollgate("native", "tn", "--native", NATIVE_LIB)
 
     bodies = {}
     for label, size in SIZES:
@@ -340,15 +351,15 @@ user_access:
         bodies[label].write_text(body(size))
     arms = {"direct": Arm(ports["up"], bodies=bodies), "envoy": Arm(ports["plain"], bodies=bodies),
             "floor": Arm(ports["floor"], bodies=bodies), "hostcalls": Arm(ports["hc"], bodies=bodies),
-            "tollgate": Arm(ports["tg"], bodies=bodies)}
-    procs = {"envoy": plain, "floor": floor, "hostcalls": hostcalls, "tollgate": tg}
+            "tollgate": Arm(ports["tg"], bodies=bodies), "native": Arm(ports["tn"], bodies=bodies)}
+    procs = {"envoy": plain, "floor": floor, "hostcalls": hostcalls, "tollgate": tg, "native": tn}
     if PEERS:
         start_peers(ports["up"], bodies, arms, procs)
     stream_body = WORK / "stream.json"
     stream_body.write_text(body(1024, model="gpt-4o", stream=True))
 
     results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": [], "sat_us": []} for arm in arms} for label, _ in SIZES}
-    stream_arms = {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"]}
+    stream_arms = {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"], "native": ports["tn"]}
     streaming = {arm: {"ttft": [], "gap": []} for arm in stream_arms}
     for r in range(ROUNDS):
         print(f"round {r + 1}/{ROUNDS}", file=sys.stderr)
@@ -376,11 +387,11 @@ user_access:
     rss = {arm: rss_kib(p.pid) for arm, p in procs.items()}
     soak = []
     if SOAK:
-        print(f"soak: {SOAK} s at 500 rps through tollgate", file=sys.stderr)
+        print(f"soak: {SOAK} s at 500 rps through tollgate ({SOAK_ARM})", file=sys.stderr)
         step = max(SOAK // 10, 1)
         for _ in range(SOAK // step):
-            load(arms["tollgate"], "1 KB", connections=4, rate=500, duration=step)
-            soak.append(rss_kib(tg.pid))
+            load(arms[SOAK_ARM], "1 KB", connections=4, rate=500, duration=step)
+            soak.append(rss_kib(procs[SOAK_ARM].pid))
 
     lines = ["| body | arm | p50 µs | p99 µs | added p50 vs Envoy | added p50 vs direct | CPU µs/req | max rps (1 core) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -404,33 +415,36 @@ user_access:
     sat = {label: {arm: med(results[label][arm]["sat_us"]) for arm in procs} for label, _ in SIZES}
     cpu_added = {label: cpu[label]["tollgate"] - cpu[label]["envoy"] for label, _ in SIZES}
     sat_added = {label: sat[label]["tollgate"] - sat[label]["envoy"] for label, _ in SIZES}
+    native_added = {label: {"fixed": cpu[label]["native"] - cpu[label]["envoy"], "saturated": sat[label]["native"] - sat[label]["envoy"]}
+                    for label, _ in SIZES}
     for label, _ in SIZES:
         for arm in procs:
             summary[f"{label} {arm}"]["cpu_us_per_req_saturated"] = sat[label][arm]
     # Where Tollgate's extra CPU goes: the runtime (floor over Envoy), and
     # the price of one hostcall (the hostcalls arm over the floor, per call).
     lines += ["", "Extra proxy CPU per request, µs, at a fixed rate and on a saturated core:", "",
-              f"| body | load | floor over Envoy | one hostcall | Tollgate over floor | Tollgate over Envoy |",
-              "|---|---|---|---|---|---|"]
+              f"| body | load | floor over Envoy | one hostcall | Tollgate over floor | Tollgate over Envoy | native over Envoy |",
+              "|---|---|---|---|---|---|---|"]
     for label, _ in SIZES:
         for what, table in ((f"{RATE} rps", cpu), ("saturated", sat)):
             t = table[label]
             lines.append(f"| {label} | {what} | {t['floor'] - t['envoy']:+.1f} | {(t['hostcalls'] - t['floor']) / HOSTCALLS:.1f} | "
-                         f"{t['tollgate'] - t['floor']:+.1f} | {t['tollgate'] - t['envoy']:+.1f} |")
+                         f"{t['tollgate'] - t['floor']:+.1f} | {t['tollgate'] - t['envoy']:+.1f} | {t['native'] - t['envoy']:+.1f} |")
     lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy | gap p50 µs | added per chunk vs Envoy |",
               "|---|---|---|---|---|"]
     envoy_ttft, envoy_gap = med(streaming["envoy"]["ttft"]), med(streaming["envoy"]["gap"])
     for arm in stream_arms:
         ttft, gap = med(streaming[arm]["ttft"]), med(streaming[arm]["gap"])
         summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap}
-        added_ttft = f"{ttft - envoy_ttft:+.0f}" if arm == "tollgate" else ""
-        added_gap = f"{gap - envoy_gap:+.0f}" if arm == "tollgate" else ""
+        added_ttft = f"{ttft - envoy_ttft:+.0f}" if arm in ("tollgate", "native") else ""
+        added_gap = f"{gap - envoy_gap:+.0f}" if arm in ("tollgate", "native") else ""
         lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {added_gap} |")
     lines += ["", "| RSS after the run | KiB |", "|---|---|"] + [f"| {arm} | {kib} |" for arm, kib in rss.items()]
     if soak:
-        lines += ["", f"Soak, {SOAK} s at 500 rps through Tollgate, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]
+        lines += ["", f"Soak, {SOAK} s at 500 rps through the {SOAK_ARM} arm, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]
     print("\n".join(lines))
     summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added, "extra_cpu_us_saturated": sat_added,
+                    "native_extra_cpu_us": native_added,
                     "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE})
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
 
