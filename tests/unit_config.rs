@@ -1085,3 +1085,26 @@ fn cache_write_prices() {
         "model_list[3].model_info.cache_creation_input_token_cost_above_1hr: -2 must be a price of 0 or more, in USD per token"
     );
 }
+
+#[test]
+fn the_native_build_renders_a_dynamic_module() {
+    let opts = RenderOptions { wasm_path: "/opt/tollgate/libtollgate.so".into(), native: true, ..options() };
+    let (_, _, v) = render(&render_config(), &opts);
+    let hcm = &v["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let filter = &hcm["http_filters"][0]["typed_config"];
+    assert_eq!(filter["@type"], "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter");
+    assert_eq!(filter["dynamic_module_config"]["module"]["local"]["filename"], "/opt/tollgate/libtollgate.so");
+    // The same gateway config the wasm filter gets, as JSON.
+    let config: Value = serde_json::from_str(filter["filter_config"]["value"].as_str().unwrap()).unwrap();
+    assert!(config["model_list"].is_array());
+    // Stats keep their names.
+    assert_eq!(
+        v["layered_runtime"]["layers"][0]["static_layer"]["envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix"],
+        true
+    );
+    // The wasm build's bootstrap has neither.
+    let (_, _, w) = render(&render_config(), &options());
+    assert!(w.get("layered_runtime").is_none());
+    let wasm = &w["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0];
+    assert_eq!(wasm["typed_config"]["@type"], "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm");
+}
