@@ -177,6 +177,63 @@ unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u
     out
 }
 
+/// Copies bytes `start..start + out.len()` of `chunks`, taken as one
+/// buffer, into `out`; returns how many there were.
+fn copy_range(chunks: &[&[u8]], start: usize, out: &mut [u8]) -> usize {
+    let end = start.saturating_add(out.len());
+    let (mut at, mut written) = (0usize, 0usize);
+    for chunk in chunks {
+        let chunk_end = at.saturating_add(chunk.len());
+        let (from, to) = (start.max(at), end.min(chunk_end));
+        if from < to {
+            if let (Some(part), Some(dest)) = (chunk.get(from - at..to - at), out.get_mut(written..written + (to - from))) {
+                dest.copy_from_slice(part);
+                written += part.len();
+            }
+        }
+        at = chunk_end;
+    }
+    written
+}
+
+/// `chunks`, taken as one buffer, with `size` bytes at `start` replaced by
+/// `data`: built in one pass.
+fn splice(chunks: &[&[u8]], start: usize, size: usize, data: &[u8]) -> Vec<u8> {
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    let cut = start.min(total);
+    let tail = cut.saturating_add(size).min(total);
+    let mut new = Vec::with_capacity(total.saturating_sub(tail - cut).saturating_add(data.len()));
+    let (mut at, mut placed) = (0usize, false);
+    for chunk in chunks {
+        let end = at.saturating_add(chunk.len());
+        if at < cut {
+            new.extend_from_slice(chunk.get(..cut.min(end) - at).unwrap_or_default());
+        }
+        if !placed && end >= cut {
+            new.extend_from_slice(data);
+            placed = true;
+        }
+        if end > tail {
+            new.extend_from_slice(chunk.get(tail.max(at) - at..).unwrap_or_default());
+        }
+        at = end;
+    }
+    if !placed {
+        new.extend_from_slice(data);
+    }
+    new
+}
+
+/// Hands bytes `start..start + max` of `chunks` to the SDK, copied once.
+unsafe fn give_range(chunks: &[&[u8]], start: usize, max: usize, data: *mut *mut u8, size: *mut usize) {
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
+    let len = start.saturating_add(max).min(total).saturating_sub(start);
+    let ptr = proxy_on_memory_allocate(len);
+    let written = if ptr.is_null() || len == 0 { 0 } else { copy_range(chunks, start, std::slice::from_raw_parts_mut(ptr, len)) };
+    *data = ptr;
+    *size = written;
+}
+
 #[no_mangle]
 pub extern "C" fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, data: *mut *mut u8, size: *mut usize) -> u32 {
     let whole: Vec<u8> = match buffer {
@@ -185,7 +242,8 @@ pub extern "C" fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, 
             if filter.is_null() {
                 return NOT_FOUND;
             }
-            unsafe { body_chunks(filter, buffer == HTTP_REQUEST_BODY) }.concat()
+            unsafe { give_range(&body_chunks(filter, buffer == HTTP_REQUEST_BODY), start, max, data, size) };
+            return OK;
         }
         HTTP_CALL_RESPONSE_BODY => match with_worker(|w| w.call.as_ref().map(|c| c.body.clone())) {
             Some(body) => body,
@@ -216,13 +274,7 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
         return OK;
     }
     unsafe {
-        let old = body_chunks(filter, request).concat();
-        let cut = start.min(old.len());
-        let tail = cut.saturating_add(size).min(old.len());
-        let mut new = Vec::with_capacity(old.len().saturating_sub(size).saturating_add(len));
-        new.extend_from_slice(old.get(..cut).unwrap_or_default());
-        new.extend_from_slice(slice(data, len));
-        new.extend_from_slice(old.get(tail..).unwrap_or_default());
+        let new = splice(&body_chunks(filter, request), start, size, slice(data, len));
         let (buffered, received) = if request {
             (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
         } else {
@@ -691,6 +743,26 @@ pub extern "C" fn proxy_grpc_close(_token: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_read_and_spliced_across_chunks() {
+        let body = b"{\"model\":\"gpt-4o-mini\",\"messages\":[]}";
+        for a in 0..=body.len() {
+            for b in a..=body.len() {
+                let chunks: Vec<&[u8]> = vec![&body[..a], &body[a..b], &body[b..]];
+                for (start, size) in [(0, 0), (0, 5), (9, 13), (body.len(), 0), (3, 100)] {
+                    let mut want = body.to_vec();
+                    let cut = start.min(body.len());
+                    want.splice(cut..(cut + size).min(body.len()), b"XY".iter().copied());
+                    assert_eq!(splice(&chunks, start, size, b"XY"), want, "chunks at {a},{b}; {start}+{size}");
+                }
+                let mut out = vec![0u8; 7];
+                assert_eq!(copy_range(&chunks, 5, &mut out), 7);
+                assert_eq!(&out, &body[5..12]);
+            }
+        }
+        assert_eq!(splice(&[], 0, 0, b"new"), b"new");
+    }
 
     #[test]
     fn maps_round_trip() {

@@ -25,8 +25,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use abi::{ConfigEnvoy, EnvoyBuffer, EnvoyHeader, FilterEnvoy, ModuleBuffer, ModuleHeader};
 
@@ -315,15 +316,29 @@ fn root_for(config: &Config, filter: FilterEnvoy) -> u32 {
     if let Some(root) = known {
         return root;
     }
-    let root = with_worker(|w| {
+    // A new config on this thread: first let go of the roots of configs
+    // Envoy has since removed (a reload).
+    let dead: Vec<u32> = with_worker(|w| {
+        let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+        let dead: Vec<(u64, u32)> = w.roots.iter().filter(|(id, _)| !live.contains(id)).map(|(id, r)| (*id, *r)).collect();
+        for (id, _) in &dead {
+            w.roots.remove(id);
+        }
+        dead.into_iter().map(|(_, r)| r).collect()
+    });
+    for root in dead {
+        unsafe { proxy_on_delete(root) };
+    }
+    let (root, before) = with_worker(|w| {
         let root = w.next_context;
         w.next_context = w.next_context.wrapping_add(1);
         w.roots.insert(config.id, root);
+        let before = (w.filter, w.context, w.config, w.config_bytes.clone());
         w.filter = filter;
         w.context = 0;
         w.config = config;
         w.config_bytes = Some(Arc::clone(&config.bytes));
-        root
+        (root, before)
     });
     let configured = catch_unwind(AssertUnwindSafe(|| unsafe {
         proxy_on_context_create(root, 0);
@@ -332,9 +347,12 @@ fn root_for(config: &Config, filter: FilterEnvoy) -> u32 {
     if !matches!(configured, Ok(true)) {
         log_message(4, b"configuring the gateway on a worker failed; its requests get a 500");
     }
-    with_worker(|w| w.config_bytes = None);
+    with_worker(|w| (w.filter, w.context, w.config, w.config_bytes) = before);
     root
 }
+
+/// The configs Envoy holds, by id (a worker drops the roots of the others).
+static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
@@ -386,6 +404,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEn
     }
     let flusher = (flush_ms > 0).then(|| batch::Flusher::start(envoy, std::time::Duration::from_millis(flush_ms))).flatten();
     let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics, envoy, flusher };
+    if let Ok(mut live) = LIVE.lock() {
+        live.insert(config.id);
+    }
     Box::into_raw(Box::new(config)) as *const c_void
 }
 
@@ -404,7 +425,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(_envoy: C
 pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
     if !config.is_null() {
         // SAFETY: the pointer `config_new` returned, given back once.
-        drop(unsafe { Box::from_raw(config as *mut Config) });
+        let config = unsafe { Box::from_raw(config as *mut Config) };
+        if let Ok(mut live) = LIVE.lock() {
+            live.remove(&config.id);
+        }
     }
 }
 
