@@ -384,42 +384,36 @@ pub extern "C" fn proxy_get_header_map_value(map_type: u32, key: *const u8, key_
     OK
 }
 
-#[no_mangle]
-pub extern "C" fn proxy_replace_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32 {
+/// Sets (`add` false), appends (`add` true) or, with a null value, removes
+/// a header of the current stream.
+fn edit_header(map_type: u32, key: &[u8], value: ModuleBuffer, add: bool) -> u32 {
     let filter = with_worker(|w| w.filter);
     if let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) {
         unsafe {
-            let value = ModuleBuffer::of(slice(value, value_size));
-            abi::envoy_dynamic_module_callback_http_set_header(filter, kind, ModuleBuffer::of(slice(key, key_size)), value);
+            if add {
+                abi::envoy_dynamic_module_callback_http_add_header(filter, kind, ModuleBuffer::of(key), value);
+            } else {
+                abi::envoy_dynamic_module_callback_http_set_header(filter, kind, ModuleBuffer::of(key), value);
+            }
         }
         changed(kind);
     }
     OK
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_replace_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32 {
+    unsafe { edit_header(map_type, slice(key, key_size), ModuleBuffer::of(slice(value, value_size)), false) }
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32 {
-    let filter = with_worker(|w| w.filter);
-    if let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) {
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_set_header(filter, kind, ModuleBuffer::of(slice(key, key_size)), ModuleBuffer::NULL);
-        }
-        changed(kind);
-    }
-    OK
+    unsafe { edit_header(map_type, slice(key, key_size), ModuleBuffer::NULL, false) }
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_add_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32 {
-    let filter = with_worker(|w| w.filter);
-    if let Some(kind) = header_type(map_type).filter(|_| !filter.is_null()) {
-        unsafe {
-            let value = ModuleBuffer::of(slice(value, value_size));
-            abi::envoy_dynamic_module_callback_http_add_header(filter, kind, ModuleBuffer::of(slice(key, key_size)), value);
-        }
-        changed(kind);
-    }
-    OK
+    unsafe { edit_header(map_type, slice(key, key_size), ModuleBuffer::of(slice(value, value_size)), true) }
 }
 
 /// A local reply is held until the filter's callback returns (as Envoy
@@ -568,6 +562,17 @@ pub extern "C" fn proxy_define_metric(kind: u32, name: *const u8, name_size: usi
     OK
 }
 
+/// Hands a change to the metric's batch, if its series is summed there.
+fn batched(id: u32, f: impl FnOnce(&super::batch::Batch, usize)) -> bool {
+    with_worker(|w| {
+        let Some((batch, series)) = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX)).and_then(|s| s.batch.as_ref()) else {
+            return false;
+        };
+        f(batch, *series);
+        true
+    })
+}
+
 fn record(id: u32, f: impl FnOnce(abi::FilterEnvoy, &MetricSlot, &mut Vec<ModuleBuffer>) -> u32) -> u32 {
     with_worker(|w| {
         let Some(slot) = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX)) else { return NOT_FOUND };
@@ -584,13 +589,7 @@ fn record(id: u32, f: impl FnOnce(abi::FilterEnvoy, &MetricSlot, &mut Vec<Module
 
 #[no_mangle]
 pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
-    let batched = with_worker(|w| {
-        let slot = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX))?;
-        let (batch, series) = slot.batch.as_ref()?;
-        batch.add(*series, offset);
-        Some(())
-    });
-    if batched.is_some() {
+    if batched(id, |batch, series| batch.add(series, offset)) {
         return OK;
     }
     record(id, |filter, slot, values| {
@@ -609,13 +608,7 @@ pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_record_metric(id: u32, value: u64) -> u32 {
-    let batched = with_worker(|w| {
-        let slot = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX))?;
-        let (batch, series) = slot.batch.as_ref()?;
-        batch.set(*series, value);
-        Some(())
-    });
-    if batched.is_some() {
+    if batched(id, |batch, series| batch.set(series, value)) {
         return OK;
     }
     record(id, |filter, slot, values| {
