@@ -151,7 +151,7 @@ pub extern "C" fn proxy_set_tick_period_milliseconds(_period: u32) -> u32 {
 
 /// The body a wasm filter would see: what Envoy buffered so far, and the
 /// chunk now arriving (unless Envoy already moved it into the buffer).
-unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
+pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
     let (buffered, received) = if request {
         (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
     } else {

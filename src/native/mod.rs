@@ -278,32 +278,9 @@ fn headers_size(filter: FilterEnvoy, kind: u32) -> usize {
     unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, kind) }
 }
 
+/// The size of the body the filter sees (see `hostcalls::body_chunks`).
 fn body_size(filter: FilterEnvoy, request: bool) -> usize {
-    let kinds = if request {
-        [abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY]
-    } else {
-        [abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY]
-    };
-    let same = unsafe {
-        if request {
-            abi::envoy_dynamic_module_callback_http_received_buffered_request_body(filter)
-        } else {
-            abi::envoy_dynamic_module_callback_http_received_buffered_response_body(filter)
-        }
-    };
-    kinds
-        .iter()
-        .skip(usize::from(same))
-        .map(|&kind| unsafe {
-            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
-            let mut chunks = vec![EnvoyBuffer::EMPTY; n];
-            if n > 0 && abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
-                chunks.iter().map(|c| c.length).sum::<usize>()
-            } else {
-                0
-            }
-        })
-        .sum()
+    unsafe { hostcalls::body_chunks(filter, request) }.iter().map(|c| c.len()).sum()
 }
 
 /// This thread's root context for `config`, created (and configured) on
