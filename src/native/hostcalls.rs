@@ -245,10 +245,10 @@ pub extern "C" fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, 
             unsafe { give_range(&body_chunks(filter, buffer == HTTP_REQUEST_BODY), start, max, data, size) };
             return OK;
         }
-        HTTP_CALL_RESPONSE_BODY => match with_worker(|w| w.call.as_ref().map(|c| c.body.clone())) {
-            Some(body) => body,
-            None => return NOT_FOUND,
-        },
+        HTTP_CALL_RESPONSE_BODY => {
+            let given = with_worker(|w| w.call.as_ref().map(|c| unsafe { give_range(&[c.body.as_slice()], start, max, data, size) }));
+            return if given.is_some() { OK } else { NOT_FOUND };
+        }
         PLUGIN_CONFIGURATION => match with_worker(|w| w.config_bytes.clone()) {
             Some(bytes) => bytes.to_vec(),
             None => return NOT_FOUND,

@@ -14,8 +14,9 @@
 //!   with its label names (`SERIES`), and changes are sent at once;
 //! - there is no timer, so `auth.jwt.jwks_uri` is refused (keys are given
 //!   inline);
-//! - a panic in the filter answers that request with a 500 instead of
-//!   killing a VM.
+//! - a panic in the filter cannot unwind out of the SDK's `extern "C"`
+//!   entry points, so it aborts Envoy instead of killing one VM (the filter
+//!   is built not to panic).
 
 mod abi;
 mod batch;
@@ -24,7 +25,6 @@ mod hostcalls;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,7 +88,6 @@ pub struct Config {
     bytes: Arc<[u8]>,
     /// (stat base name, label names joined by `,`) → (kind, Envoy's id).
     metrics: HashMap<(String, String), (u32, usize)>,
-    envoy: ConfigEnvoy,
     /// Counter and gauge changes, summed and sent on an interval (none with
     /// `stats_flush_interval_ms: 0`: sent at once).
     flusher: Option<batch::Flusher>,
@@ -228,13 +227,12 @@ pub(crate) fn log_message(level: u32, message: &[u8]) {
 /// Serves one hook: sets the stream as current (restoring what was current
 /// before, for hooks Envoy runs inside another), runs `f`, then does what
 /// the filter asked to happen after it returns (a new route match, a local
-/// reply). A panic in this layer answers the request with a 500; one inside
-/// the filter cannot unwind out of the SDK's `extern "C"` entry points and
-/// aborts Envoy (the filter is built not to panic).
-fn serve<T>(filter: FilterEnvoy, stream: *const c_void, failed: T, f: impl FnOnce(u32) -> T) -> T {
+/// reply). `missing` is the answer for a stream pointer Envoy should never
+/// pass (null).
+fn serve<T>(filter: FilterEnvoy, stream: *const c_void, missing: T, f: impl FnOnce(u32) -> T) -> T {
     // SAFETY: `stream` is the pointer `on_http_filter_new` returned, alive
     // until `on_http_filter_destroy`.
-    let Some(stream) = (unsafe { (stream as *const Stream).as_ref() }) else { return failed };
+    let Some(stream) = (unsafe { (stream as *const Stream).as_ref() }) else { return missing };
     let before = with_worker(|w| {
         let before = (w.filter, w.context, w.config, w.config_bytes.clone());
         w.filter = filter;
@@ -243,7 +241,7 @@ fn serve<T>(filter: FilterEnvoy, stream: *const c_void, failed: T, f: impl FnOnc
         w.config_bytes = None;
         before
     });
-    let result = catch_unwind(AssertUnwindSafe(|| f(stream.context)));
+    let value = f(stream.context);
     let (changed, reply) = with_worker(|w| {
         let changed = std::mem::take(&mut w.request_headers_changed);
         (w.filter, w.context, w.config, w.config_bytes) = before;
@@ -252,15 +250,6 @@ fn serve<T>(filter: FilterEnvoy, stream: *const c_void, failed: T, f: impl FnOnc
     if changed && !filter.is_null() {
         unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(filter) };
     }
-    let (value, reply) = match result {
-        Ok(value) => (value, reply),
-        Err(_) => {
-            log_message(4, b"the gateway failed on a request; it is answered with a 500");
-            let body = br#"{"error":{"message":"The gateway failed on this request; see Envoy's log.","type":"internal_error","param":null,"code":"internal_error"}}"#;
-            let headers = vec![(b"content-type".to_vec(), b"application/json".to_vec())];
-            (failed, Some(Reply { status: 500, headers, body: body.to_vec(), details: Vec::new() }))
-        }
-    };
     if let Some(reply) = reply.filter(|_| !filter.is_null()) {
         reply.send(filter);
     }
@@ -317,11 +306,11 @@ fn root_for(config: &Config, filter: FilterEnvoy) -> u32 {
         w.config_bytes = Some(Arc::clone(&config.bytes));
         (root, before)
     });
-    let configured = catch_unwind(AssertUnwindSafe(|| unsafe {
+    let configured = unsafe {
         proxy_on_context_create(root, 0);
         proxy_on_vm_start(root, 0) && proxy_on_configure(root, config.bytes.len())
-    }));
-    if !matches!(configured, Ok(true)) {
+    };
+    if !configured {
         log_message(4, b"configuring the gateway on a worker failed; its requests get a 500");
     }
     with_worker(|w| (w.filter, w.context, w.config, w.config_bytes) = before);
@@ -380,7 +369,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEn
         }
     }
     let flusher = (flush_ms > 0).then(|| batch::Flusher::start(envoy, std::time::Duration::from_millis(flush_ms))).flatten();
-    let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics, envoy, flusher };
+    let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics, flusher };
     if let Ok(mut live) = LIVE.lock() {
         live.insert(config.id);
     }
@@ -389,11 +378,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEn
 
 /// The stats flush, on the main thread (see `batch`).
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(_envoy: ConfigEnvoy, config: *const c_void, _event: u64) {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(envoy: ConfigEnvoy, config: *const c_void, _event: u64) {
     // SAFETY: the pointer `config_new` returned, alive until `config_destroy`.
     if let Some(config) = unsafe { (config as *const Config).as_ref() } {
         if let Some(f) = &config.flusher {
-            f.batch.flush(config.envoy);
+            f.batch.flush(envoy);
         }
     }
 }
@@ -515,7 +504,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_v
     with_worker(|w| w.calls.retain(|(ctx, _), _| *ctx != stream.context));
     if !stream.done {
         // Never completed: only forget the context.
-        let _ = catch_unwind(|| unsafe { proxy_on_delete(stream.context) });
+        unsafe { proxy_on_delete(stream.context) };
     }
 }
 
