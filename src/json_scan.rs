@@ -181,14 +181,72 @@ const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Number of leading bytes of `s` that need no special treatment inside a
 /// JSON string, i.e. the index of the first `"`, `\` or control character
-/// (< 0x20), or `s.len()` if there is none.
+/// (< 0x20), or `s.len()` if there is none; and whether those bytes hold any
+/// non-ASCII byte (whose UTF-8 the caller then checks).
 ///
-/// Works 8 bytes at a time (SWAR) and finishes the tail byte by byte.
+/// Long strings (message contents) are most of a large body, so this is the
+/// scan's inner loop: 16 bytes at a time with SSE2 on x86-64 (every x86-64
+/// CPU has it), 8 at a time (SWAR) elsewhere, and the tail byte by byte.
 #[inline]
-fn plain_len(s: &[u8]) -> usize {
+fn plain_len(s: &[u8]) -> (usize, bool) {
+    let (off, high) = wide_plain_len(s);
+    let tail = s.get(off..).unwrap_or_default();
+    let n = tail
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(tail.len());
+    (off + n, high || tail.get(..n).is_some_and(|t| !t.is_ascii()))
+}
+
+/// [`plain_len`] over whole blocks: the index of the first special byte, or
+/// the length of the blocks that have none (the caller finishes the tail);
+/// and whether a non-ASCII byte came before it.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn wide_plain_len(s: &[u8]) -> (usize, bool) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
     let mut off = 0usize;
-    let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
+    // The OR of the blocks before the current one: their high bits.
+    let mut high = 0i32;
+    for block in s.chunks_exact(16) {
+        // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads
+        // the 16 bytes of `block`, unaligned.
+        let (mask, top) = unsafe {
+            let v = _mm_loadu_si128(block.as_ptr().cast());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // v <= 0x1f (unsigned) exactly when min(v, 0x1f) == v.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+            (_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)), _mm_movemask_epi8(v))
+        };
+        if mask != 0 {
+            let at = mask.trailing_zeros();
+            // Only the high bits of the bytes before the special one count.
+            let before = top & ((1i32 << at) - 1);
+            return (off + at as usize, high != 0 || before != 0);
+        }
+        high |= top;
+        off += 16;
+    }
+    (off, high != 0)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn wide_plain_len(s: &[u8]) -> (usize, bool) {
+    swar_plain_len(s)
+}
+
+/// [`wide_plain_len`] 8 bytes at a time in plain integer arithmetic (SWAR):
+/// wasm32's build. Compiled everywhere so that the tests check it too.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline]
+fn swar_plain_len(s: &[u8]) -> (usize, bool) {
+    let mut off = 0usize;
+    let mut high = false;
+    for chunk in s.chunks_exact(8) {
         let Ok(arr) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
@@ -203,16 +261,15 @@ fn plain_len(s: &[u8]) -> usize {
             | (v.wrapping_sub(LO * 0x20) & !v))
             & HI;
         if hit != 0 {
-            return off + (hit.trailing_zeros() / 8) as usize;
+            let at = hit.trailing_zeros() / 8;
+            // Only the bytes before the special one count.
+            let before = if at == 0 { 0 } else { v & (u64::MAX >> (64 - 8 * at)) };
+            return (off + at as usize, high || before & HI != 0);
         }
+        high |= v & HI != 0;
         off += 8;
     }
-    let tail = s.get(off..).unwrap_or_default();
-    let n = tail
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .unwrap_or(tail.len());
-    off + n
+    (off, high)
 }
 
 #[inline]
@@ -266,11 +323,22 @@ impl Parser<'_> {
     /// and returns whether the string contained any escape.
     fn string(&mut self) -> Result<bool, ScanError> {
         self.pos += 1;
+        let start = self.pos;
         let mut escaped = false;
+        let mut non_ascii = false;
         loop {
-            self.pos += plain_len(self.rest());
+            let (n, high) = plain_len(self.rest());
+            self.pos += n;
+            non_ascii |= high;
             match self.peek() {
                 Some(b'"') => {
+                    // The body's UTF-8 is checked here, string by string:
+                    // outside strings only ASCII parses.
+                    if non_ascii {
+                        if let Err(e) = std::str::from_utf8(self.b.get(start..self.pos).unwrap_or_default()) {
+                            return Err(ScanError::NotUtf8 { at: start + e.valid_up_to() });
+                        }
+                    }
                     self.pos += 1;
                     return Ok(escaped);
                 }
@@ -433,12 +501,16 @@ fn folds_to(key: &[u8], name: &str) -> bool {
 /// Validate the whole body per RFC 8259 and record spans of TopKey values at
 /// depth 1.
 pub fn scan(body: &[u8]) -> Result<TopLevel, ScanError> {
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(ScanError::NotUtf8 {
-            at: e.valid_up_to(),
-        });
-    }
+    // A body that is not UTF-8 is reported as such, wherever the parse
+    // stopped. A body that parses is UTF-8: strings are checked as they are
+    // scanned, and nothing else parses unless it is ASCII.
+    scan_structure(body).map_err(|e| match std::str::from_utf8(body) {
+        Err(u) => ScanError::NotUtf8 { at: u.valid_up_to() },
+        Ok(_) => e,
+    })
+}
 
+fn scan_structure(body: &[u8]) -> Result<TopLevel, ScanError> {
     let mut p = Parser { b: body, pos: 0 };
     p.skip_ws();
     if p.pos >= body.len() {
@@ -590,7 +662,7 @@ fn hex4(s: &[u8]) -> Option<u32> {
 pub fn decode_string(token: &[u8]) -> Option<Cow<'_, str>> {
     let inner = token.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     let inner = std::str::from_utf8(inner).ok()?;
-    let first = plain_len(inner.as_bytes());
+    let (first, _) = plain_len(inner.as_bytes());
     if first == inner.len() {
         return Some(Cow::Borrowed(inner));
     }
@@ -598,7 +670,7 @@ pub fn decode_string(token: &[u8]) -> Option<Cow<'_, str>> {
     let mut out = String::with_capacity(inner.len());
     let mut rest = inner;
     loop {
-        let n = plain_len(rest.as_bytes());
+        let (n, _) = plain_len(rest.as_bytes());
         // `n` is at an ASCII byte or the end, hence a char boundary.
         let (plain, tail) = rest.split_at_checked(n)?;
         out.push_str(plain);
@@ -701,7 +773,7 @@ pub fn encode_string(s: &str) -> String {
     out.push('"');
     let mut rest = s;
     loop {
-        let n = plain_len(rest.as_bytes());
+        let (n, _) = plain_len(rest.as_bytes());
         let Some((plain, tail)) = rest.split_at_checked(n) else {
             // Not reachable (`n` is at an ASCII byte), but stay correct.
             rest.chars().for_each(|c| push_escaped_char(&mut out, c));
@@ -1315,19 +1387,30 @@ mod tests {
     fn plain_len_matches_naive() {
         let special = [b'"', b'\\', 0u8, 0x1f, b'\n'];
         let filler = [b'a', 0x20, 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']', b'{'];
-        for len in 0..40usize {
+        for len in 0..50usize {
             for pos in 0..=len {
                 for &sp in &special {
-                    for &f in &filler {
+                    for (i, &f) in filler.iter().enumerate() {
                         let mut v = vec![f; len];
                         if pos < len {
                             v[pos] = sp;
+                        }
+                        // A second special byte later on must not win.
+                        if i % 2 == 1 && pos + 1 < len {
+                            v[len - 1] = b'"';
                         }
                         let naive = v
                             .iter()
                             .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
                             .unwrap_or(v.len());
-                        assert_eq!(plain_len(&v), naive, "{v:?}");
+                        let high = v.get(..naive).unwrap().iter().any(|&c| c >= 0x80);
+                        assert_eq!(plain_len(&v), (naive, high), "{v:?}");
+                        // The 8-byte variant wasm32 uses stops at the same
+                        // byte, or before it at a block boundary.
+                        let (swar, swar_high) = swar_plain_len(&v);
+                        assert!(swar == naive || (swar % 8 == 0 && swar <= naive && naive - swar < 8), "{v:?}");
+                        let high_before = v.get(..swar).unwrap().iter().any(|&c| c >= 0x80);
+                        assert_eq!(swar_high, high_before, "{v:?}");
                     }
                 }
             }
