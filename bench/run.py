@@ -23,7 +23,9 @@ same single core as the proxies.
 
 Environment: ROUNDS (3), DURATION (2 s per measurement), RATE (1000 rps for
 the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
-SOAK_ARM (tollgate, or native), BENCH_PEERS (0).
+SOAK_ARM (tollgate, or native), BENCH_PEERS (0), AWAKE (1: keep both cores
+out of the hypervisor's idle halt with a busy loop at SCHED_IDLE; 0 lets
+them halt, and every request then pays the VM's wake-up).
 """
 
 import json
@@ -50,6 +52,8 @@ RATE = int(os.environ.get("RATE", "1000"))
 SOAK = int(os.environ.get("SOAK", "0"))
 SOAK_ARM = os.environ.get("SOAK_ARM", "tollgate")
 PEERS = os.environ.get("BENCH_PEERS", "0") == "1"
+AWAKE = os.environ.get("AWAKE", "1") == "1"
+STREAM_REQUESTS = int(os.environ.get("STREAM_REQUESTS", "50"))
 PEERS_PY = str(ROOT / ".venv-peers/bin/python")
 PEERS_LITELLM = str(ROOT / ".venv-peers/bin/litellm")
 LITELLM_KEY = "sk-bench-litellm-master"
@@ -169,7 +173,7 @@ def load(arm, label, connections=1, rate=0, duration=DURATION):
     return result
 
 
-def stream(port, path_body, requests=20):
+def stream(port, path_body, requests=STREAM_REQUESTS):
     argv = [LOAD, "stream", "--url", f"http://127.0.0.1:{port}/v1/chat/completions", "--body-file", str(path_body),
             "--requests", str(requests), "--header", f"authorization: Bearer {TEAM_KEY}"]
     out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, check=True)
@@ -262,6 +266,16 @@ def main():
             sys.exit(f"missing {tool}: run make bench, which builds everything")
     ports = {k: free_port() for k in ["up", "up_admin", "sse", "plain", "plain_sse", "plain_admin", "floor",
                                       "floor_admin", "hc", "hc_admin", "tg", "tg_admin", "tn", "tn_admin"]}
+
+    if AWAKE:
+        # A halted vCPU takes 100 µs and more to wake on this kind of VM: at
+        # one connection that wake-up, not the proxy, is most of the latency,
+        # and it varies from run to run. A busy loop in the idle scheduling
+        # class keeps each core running; any other thread preempts it at once,
+        # and the proxies' CPU is read per process, so it is not counted.
+        for cpu in (PROXY_CPU, LOAD_CPU):
+            PROCS.append(subprocess.Popen(["chrt", "-i", "0", "taskset", "-c", cpu, LOAD, "spin"],
+                                          stdin=subprocess.DEVNULL))
 
     # The upstream: Envoy's own direct_response, on the load generator's CPU.
     start_envoy("upstream", {

@@ -8,6 +8,9 @@
 //!   gaps between events, as the client sees them.
 //! - `sse-upstream`: a provider that streams a fixed number of events at a
 //!   fixed pace.
+//! - `spin`: a busy loop, run by `make bench` at the idle scheduling class
+//!   on each core, so that no core halts between requests (see
+//!   BENCHMARKS.md: on a VM a halted core takes 100 µs and more to wake).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,11 +22,21 @@ fn main() {
         Some("load") => load(&args[1..]),
         Some("stream") => stream(&args[1..]),
         Some("sse-upstream") => sse_upstream(&args[1..]),
-        _ => Err("usage: tollgate-bench load|stream|sse-upstream [--flags]".to_string()),
+        Some("spin") => spin(),
+        _ => Err("usage: tollgate-bench load|stream|sse-upstream|spin [--flags]".to_string()),
     };
     if let Err(e) = result {
         eprintln!("tollgate-bench: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Keeps a core busy. No `spin_loop` hint: a hypervisor may take a long
+/// run of PAUSE instructions as a spinning lock and deschedule the vCPU.
+fn spin() -> Result<(), String> {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
     }
 }
 
