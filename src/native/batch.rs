@@ -1,8 +1,11 @@
-//! Counter and gauge changes, added up across the workers and sent to
-//! Envoy from the main thread every `general_settings.stats_flush_interval_ms`
-//! (as the wasm build sends them on its timer). A labelled stat change costs
-//! Envoy a lookup of the series by its label values; a request makes several,
-//! so they are summed first. Histogram values are recorded at once.
+//! Counter and gauge changes, added up across the workers, and histogram
+//! values, queued, sent to Envoy from the main thread every
+//! `general_settings.stats_flush_interval_ms` (as the wasm build sends its
+//! counters on its timer). A labelled stat change costs Envoy a lookup of
+//! the series by its label values, on the request's thread; a request makes
+//! several, so they are summed first. Envoy itself shows histograms only
+//! after its own stats flush (every 5 s by default), so queueing their values
+//! for a shorter interval delays nothing a scrape sees.
 //!
 //! Envoy gives a filter no timer: a thread of this module wakes every
 //! interval and asks Envoy (through the config's scheduler) to run the flush
@@ -16,6 +19,10 @@ use std::time::Duration;
 use super::abi::{self, ConfigEnvoy, ModuleBuffer};
 use super::{log_message, COUNTER};
 
+/// Histogram values queued between two flushes, at most: beyond it (a main
+/// thread stalled for seconds at full load), values are recorded directly.
+const MAX_QUEUED_VALUES: usize = 1 << 18;
+
 /// A series: the metric's kind and Envoy id, and its label values.
 type Series = (u32, usize, Vec<Vec<u8>>);
 
@@ -25,6 +32,8 @@ pub(crate) struct Batch {
     /// Changes not sent yet, by series number: a gauge's new value (set
     /// after the last flush), then the sum of changes since.
     pending: Mutex<HashMap<usize, (Option<u64>, i64)>>,
+    /// Histogram values not sent yet, by series number.
+    values: Mutex<Vec<(usize, u64)>>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -59,13 +68,37 @@ impl Batch {
         }
     }
 
+    /// Queues a histogram value. False when the queue is full (Envoy's main
+    /// thread has not flushed it for a long while): record it directly then.
+    pub fn record(&self, series: usize, value: u64) -> bool {
+        match self.values.lock() {
+            Ok(mut values) if values.len() < MAX_QUEUED_VALUES => {
+                values.push((series, value));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sends what was added up, through the config (on the main thread).
     pub fn flush(&self, config: ConfigEnvoy) {
         let drained: Vec<(usize, (Option<u64>, i64))> = match self.pending.lock() {
             Ok(mut pending) => pending.drain().collect(),
             Err(_) => return,
         };
+        let values = self.values.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
         let Ok(guard) = self.series.lock() else { return };
+        for (n, value) in values {
+            let Some((_, id, labels)) = guard.1.get(n) else { continue };
+            let mut buffers: Vec<ModuleBuffer> = labels.iter().map(|v| ModuleBuffer::of(v)).collect();
+            // SAFETY: `buffers` borrows `labels`, both alive for the call.
+            let result = unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(config, *id, buffers.as_mut_ptr(), buffers.len(), value)
+            };
+            if result != abi::METRICS_SUCCESS {
+                log_message(3, format!("recording a histogram value failed ({result})").as_bytes());
+            }
+        }
         for (n, (set, delta)) in drained {
             let Some((kind, id, values)) = guard.1.get(n) else { continue };
             let mut buffers: Vec<ModuleBuffer> = values.iter().map(|v| ModuleBuffer::of(v)).collect();
@@ -106,6 +139,7 @@ impl Flusher {
         let batch = Arc::new(Batch {
             series: Mutex::new((HashMap::new(), Vec::new())),
             pending: Mutex::new(HashMap::new()),
+            values: Mutex::new(Vec::new()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });

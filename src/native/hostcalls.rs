@@ -562,14 +562,14 @@ pub extern "C" fn proxy_define_metric(kind: u32, name: *const u8, name_size: usi
     OK
 }
 
-/// Hands a change to the metric's batch, if its series is summed there.
-fn batched(id: u32, f: impl FnOnce(&super::batch::Batch, usize)) -> bool {
+/// Hands a change to the metric's batch, if its series goes there: `f`
+/// gets the batch, the series' number and the metric's kind, and says
+/// whether the batch took the change.
+fn batched(id: u32, f: impl FnOnce(&super::batch::Batch, usize, u32) -> bool) -> bool {
     with_worker(|w| {
-        let Some((batch, series)) = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX)).and_then(|s| s.batch.as_ref()) else {
-            return false;
-        };
-        f(batch, *series);
-        true
+        let Some(slot) = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX)) else { return false };
+        let Some((batch, series)) = slot.batch.as_ref() else { return false };
+        f(batch, *series, slot.kind)
     })
 }
 
@@ -589,7 +589,13 @@ fn record(id: u32, f: impl FnOnce(abi::FilterEnvoy, &MetricSlot, &mut Vec<Module
 
 #[no_mangle]
 pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
-    if batched(id, |batch, series| batch.add(series, offset)) {
+    if batched(id, |batch, series, kind| match kind {
+        super::HISTOGRAM => offset >= 0 && batch.record(series, offset.unsigned_abs()),
+        _ => {
+            batch.add(series, offset);
+            true
+        }
+    }) {
         return OK;
     }
     record(id, |filter, slot, values| {
@@ -608,7 +614,13 @@ pub extern "C" fn proxy_increment_metric(id: u32, offset: i64) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_record_metric(id: u32, value: u64) -> u32 {
-    if batched(id, |batch, series| batch.set(series, value)) {
+    if batched(id, |batch, series, kind| match kind {
+        super::HISTOGRAM => batch.record(series, value),
+        _ => {
+            batch.set(series, value);
+            true
+        }
+    }) {
         return OK;
     }
     record(id, |filter, slot, values| {

@@ -98,7 +98,8 @@ static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
 /// One metric the filter defined (by its stat name), as recorded here.
 pub(crate) struct MetricSlot {
     pub kind: u32,
-    /// Where counter and gauge changes are summed, and the series' number there.
+    /// Where changes are summed (counters, gauges) or queued (histograms),
+    /// and the series' number there.
     pub batch: Option<(Arc<batch::Batch>, usize)>,
     /// None: no such series was defined (the change is dropped, and logged once).
     pub envoy_id: Option<usize>,
@@ -203,7 +204,7 @@ impl Worker {
         }
         let envoy_id = found.map(|(_, id)| *id);
         let batch = match (self.config().and_then(|c| c.flusher.as_ref()), envoy_id) {
-            (Some(f), Some(id)) if kind != HISTOGRAM => f.batch.register(kind, id, &values).map(|n| (Arc::clone(&f.batch), n)),
+            (Some(f), Some(id)) => f.batch.register(kind, id, &values).map(|n| (Arc::clone(&f.batch), n)),
             _ => None,
         };
         MetricSlot { kind, batch, envoy_id, values, name: name.to_vec() }
