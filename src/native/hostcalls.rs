@@ -152,12 +152,6 @@ pub extern "C" fn proxy_set_tick_period_milliseconds(_period: u32) -> u32 {
 /// The body a wasm filter would see: what Envoy buffered so far, and the
 /// chunk now arriving (unless Envoy already moved it into the buffer).
 pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
-    body_chunks_held(filter, request).into_iter().map(|(_, c)| c).collect()
-}
-
-/// [`body_chunks`], each with the body type (buffered or received) that
-/// holds it.
-unsafe fn body_chunks_held<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<(u32, &'a [u8])> {
     let (buffered, received) = if request {
         (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
     } else {
@@ -177,7 +171,7 @@ unsafe fn body_chunks_held<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<(
         }
         let mut chunks = vec![EnvoyBuffer::EMPTY; n];
         if abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
-            out.extend(chunks.iter().map(|c| (kind, c.bytes())));
+            out.extend(chunks.iter().map(|c| c.bytes()));
         }
     }
     out
@@ -202,60 +196,32 @@ fn copy_range(chunks: &[&[u8]], start: usize, out: &mut [u8]) -> usize {
     written
 }
 
-/// One step of rewriting a held body in place (see [`rewrite_plan`]).
-#[derive(Debug, Clone, PartialEq)]
-enum Step {
-    /// Append bytes `range` of old chunk `n` (read from where Envoy holds it).
-    Keep(usize, std::ops::Range<usize>),
-    /// Append the new bytes.
-    Insert,
-    /// Drain old chunk `n` from the front of the body that holds it.
-    Drop(usize),
-}
-
-/// How to turn the held body, old chunks of `lengths` taken as one buffer,
-/// into the same with `size` bytes at `start` replaced by the new bytes,
-/// using only Envoy's append (at the end) and drain (from the front).
-///
-/// Each old chunk is drained as soon as what survives of it has been
-/// appended, and chunks wholly replaced are drained before the new bytes go
-/// in. Envoy copies each surviving byte once, and the body never holds more
-/// than the larger of its old and new sizes plus one chunk, so a body near
-/// Envoy's buffer limit still fits while it is rewritten.
-fn rewrite_plan(lengths: &[usize], start: usize, size: usize) -> Vec<Step> {
-    let total: usize = lengths.iter().sum();
+/// `chunks`, taken as one buffer, with `size` bytes at `start` replaced by
+/// `data`: built in one pass.
+fn splice(chunks: &[&[u8]], start: usize, size: usize, data: &[u8]) -> Vec<u8> {
+    let total: usize = chunks.iter().map(|c| c.len()).sum();
     let cut = start.min(total);
     let tail = cut.saturating_add(size).min(total);
-    let mut steps = Vec::with_capacity(lengths.len() * 2 + 1);
-    let mut at = 0usize;
-    let mut n = 0usize;
-    // Chunks before the new bytes: keep their part before `cut`, and drain
-    // them unless part of them comes after the replaced range.
-    while let Some(&len) = lengths.get(n) {
-        let end = at.saturating_add(len);
+    let mut new = Vec::with_capacity(total.saturating_sub(tail - cut).saturating_add(data.len()));
+    let (mut at, mut placed) = (0usize, false);
+    for chunk in chunks {
+        let end = at.saturating_add(chunk.len());
         if at < cut {
-            steps.push(Step::Keep(n, 0..cut.min(end) - at));
+            new.extend_from_slice(chunk.get(..cut.min(end) - at).unwrap_or_default());
+        }
+        if !placed && end >= cut {
+            new.extend_from_slice(data);
+            placed = true;
         }
         if end > tail {
-            break;
+            new.extend_from_slice(chunk.get(tail.max(at) - at..).unwrap_or_default());
         }
-        steps.push(Step::Drop(n));
         at = end;
-        n += 1;
     }
-    steps.push(Step::Insert);
-    // The rest: keep their part from `tail` on, then drain them.
-    while let Some(&len) = lengths.get(n) {
-        let end = at.saturating_add(len);
-        if end > tail {
-            steps.push(Step::Keep(n, tail.max(at) - at..len));
-        }
-        steps.push(Step::Drop(n));
-        at = end;
-        n += 1;
+    if !placed {
+        new.extend_from_slice(data);
     }
-    steps.retain(|s| !matches!(s, Step::Keep(_, r) if r.is_empty()));
-    steps
+    new
 }
 
 /// Hands bytes `start..start + max` of `chunks` to the SDK, copied once.
@@ -295,8 +261,7 @@ pub extern "C" fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, 
     OK
 }
 
-/// Replaces `size` bytes at `start` of the body Envoy holds with `data`,
-/// in place (see [`rewrite_plan`]).
+/// Replaces `size` bytes at `start` of the body Envoy holds with `data`.
 #[no_mangle]
 pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize, data: *const u8, len: usize) -> u32 {
     let request = match buffer {
@@ -309,43 +274,44 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
         return OK;
     }
     unsafe {
-        let data = slice(data, len);
-        let chunks = body_chunks_held(filter, request);
+        let new = splice(&body_chunks(filter, request), start, size, slice(data, len));
         let (buffered, received) = if request {
             (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
         } else {
             (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
         };
-        // The new body goes where the old one is held: the buffer if Envoy
-        // keeps one, else the arriving chunk. Appending never moves the bytes
-        // already held (a buffer's slices keep their memory), so an old
-        // chunk stays readable until it is drained.
-        let in_buffer = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, buffered) > 0;
-        let target = if in_buffer { buffered } else { received };
-        let lengths: Vec<usize> = chunks.iter().map(|c| c.1.len()).collect();
-        let mut written = true;
-        for step in rewrite_plan(&lengths, start, size) {
-            match step {
-                Step::Keep(n, range) => {
-                    let piece = chunks.get(n).and_then(|c| c.1.get(range)).unwrap_or_default();
-                    written &= abi::envoy_dynamic_module_callback_http_append_body(filter, target, ModuleBuffer::of(piece));
-                }
-                Step::Insert if !data.is_empty() => {
-                    written &= abi::envoy_dynamic_module_callback_http_append_body(filter, target, ModuleBuffer::of(data));
-                }
-                Step::Insert => {}
-                Step::Drop(n) => {
-                    if let Some((kind, chunk)) = chunks.get(n) {
-                        written &= abi::envoy_dynamic_module_callback_http_drain_body(filter, *kind, chunk.len());
-                    }
-                }
+        let held = |kind| {
+            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
+            let mut chunks = vec![EnvoyBuffer::EMPTY; n];
+            if n > 0 && abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
+                chunks.iter().map(|c| c.length).sum::<usize>()
+            } else {
+                0
             }
+        };
+        let (in_buffer, in_received) = (held(buffered), held(received));
+        // The new body goes where the old one was held: the buffer if
+        // Envoy keeps one, else the arriving chunk.
+        let target = if in_buffer > 0 { buffered } else { received };
+        if in_buffer > 0 {
+            abi::envoy_dynamic_module_callback_http_drain_body(filter, buffered, in_buffer);
         }
-        if !written {
+        if in_received > 0 && !(target == buffered && received_is_buffer(filter, request)) {
+            abi::envoy_dynamic_module_callback_http_drain_body(filter, received, in_received);
+        }
+        if !abi::envoy_dynamic_module_callback_http_append_body(filter, target, ModuleBuffer::of(&new)) && !new.is_empty() {
             log_message(3, b"rewriting a body failed");
         }
     }
     OK
+}
+
+unsafe fn received_is_buffer(filter: abi::FilterEnvoy, request: bool) -> bool {
+    if request {
+        abi::envoy_dynamic_module_callback_http_received_buffered_request_body(filter)
+    } else {
+        abi::envoy_dynamic_module_callback_http_received_buffered_response_body(filter)
+    }
 }
 
 #[no_mangle]
@@ -793,51 +759,14 @@ mod tests {
                     let mut want = body.to_vec();
                     let cut = start.min(body.len());
                     want.splice(cut..(cut + size).min(body.len()), b"XY".iter().copied());
-                    assert_eq!(replay(&chunks, start, size, b"XY"), want, "chunks at {a},{b}; {start}+{size}");
+                    assert_eq!(splice(&chunks, start, size, b"XY"), want, "chunks at {a},{b}; {start}+{size}");
                 }
                 let mut out = vec![0u8; 7];
                 assert_eq!(copy_range(&chunks, 5, &mut out), 7);
                 assert_eq!(&out, &body[5..12]);
             }
         }
-        assert_eq!(replay(&[], 0, 0, b"new"), b"new");
-    }
-
-    /// Runs a rewrite plan on a model of Envoy's body (append at the end,
-    /// drain from the front), checking that every drain takes exactly the
-    /// old chunk at the front and that the body never holds more than its
-    /// larger size plus one chunk.
-    fn replay(chunks: &[&[u8]], start: usize, size: usize, data: &[u8]) -> Vec<u8> {
-        let mut held: std::collections::VecDeque<u8> = chunks.concat().into();
-        let old_len = held.len();
-        let mut front = 0usize; // old chunks drained so far
-        let mut peak = held.len();
-        for step in rewrite_plan(&chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), start, size) {
-            match step {
-                Step::Keep(n, range) => held.extend(&chunks[n][range]),
-                Step::Insert => held.extend(data),
-                Step::Drop(n) => {
-                    assert_eq!(n, front, "drained out of order");
-                    let old: Vec<u8> = held.drain(..chunks[n].len()).collect();
-                    assert_eq!(old, chunks[n]);
-                    front += 1;
-                }
-            }
-            peak = peak.max(held.len());
-        }
-        assert_eq!(front, chunks.len(), "an old chunk was left");
-        let new_len = held.len();
-        let largest_chunk = chunks.iter().map(|c| c.len()).max().unwrap_or(0);
-        assert!(peak <= old_len.max(new_len) + largest_chunk, "peak {peak}");
-        held.into()
-    }
-
-    #[test]
-    fn a_whole_body_replaced_is_drained_before_it_is_written() {
-        let chunks: Vec<&[u8]> = vec![b"0123", b"4567", b"89"];
-        let steps = rewrite_plan(&[4, 4, 2], 0, 10);
-        assert_eq!(steps, vec![Step::Drop(0), Step::Drop(1), Step::Drop(2), Step::Insert]);
-        assert_eq!(replay(&chunks, 0, 10, b"new body"), b"new body");
+        assert_eq!(splice(&[], 0, 0, b"new"), b"new");
     }
 
     #[test]
