@@ -1,36 +1,23 @@
 //! Counter and gauge changes, added up across the workers, and histogram
-//! values, queued, sent to Envoy every `general_settings.stats_flush_interval_ms`
-//! (as the wasm build sends its counters on its timer). A labelled stat
-//! change costs Envoy a lookup of the series by its label values; a request
-//! makes several, so they are summed first. Envoy itself shows histograms
-//! only after its own stats flush (every 5 s by default), so queueing their
-//! values for a shorter interval delays nothing a scrape sees.
+//! values, queued, sent to Envoy from the main thread every
+//! `general_settings.stats_flush_interval_ms` (as the wasm build sends its
+//! counters on its timer). A labelled stat change costs Envoy a lookup of
+//! the series by its label values, on the request's thread; a request makes
+//! several, so they are summed first. Envoy itself shows histograms only
+//! after its own stats flush (every 5 s by default), so queueing their values
+//! for a shorter interval delays nothing a scrape sees.
 //!
-//! Who sends them matters. Envoy keeps the label values of a change made
-//! through a filter config for as long as the config lives (a few bytes
-//! each time, never freed), and those of a change made through a filter
-//! until that request ends. So a request's end sends the batch when the
-//! interval has passed, through its own filter; under traffic that is every
-//! flush. A thread of this module wakes every interval and has Envoy's main
-//! thread send, through the config, only what no request has sent for two
-//! intervals: the last changes before traffic stops.
+//! Envoy gives a filter no timer: a thread of this module wakes every
+//! interval and asks Envoy (through the config's scheduler) to run the flush
+//! on the main thread, where a config may record stats.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::abi::{self, ConfigEnvoy, FilterEnvoy, ModuleBuffer};
+use super::abi::{self, ConfigEnvoy, ModuleBuffer};
 use super::{log_message, COUNTER};
-
-/// Where a flush sends: through the filter config (main thread) or through
-/// a request's filter (its worker).
-#[derive(Clone, Copy)]
-enum Target {
-    Config(ConfigEnvoy),
-    Filter(FilterEnvoy),
-}
 
 /// Histogram values queued between two flushes, at most: beyond it (a main
 /// thread stalled for seconds at full load), values are recorded directly.
@@ -47,10 +34,6 @@ pub(crate) struct Batch {
     pending: Mutex<HashMap<usize, (Option<u64>, i64)>>,
     /// Histogram values not sent yet, by series number.
     values: Mutex<Vec<(usize, u64)>>,
-    /// When the batch was last sent, in ms after `epoch`; and how often.
-    sent_ms: AtomicU64,
-    epoch: Instant,
-    every_ms: u64,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -97,37 +80,8 @@ impl Batch {
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Claims the next send if `gap_ms` have passed since the last one:
-    /// true for one caller only.
-    fn claim(&self, gap_ms: u64) -> bool {
-        let now = self.now_ms();
-        let last = self.sent_ms.load(Ordering::Relaxed);
-        now.saturating_sub(last) >= gap_ms
-            && self.sent_ms.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    }
-
-    /// At a request's end (on its worker): sends the batch through that
-    /// request's filter if the interval has passed.
-    pub fn flush_at_request_end(&self, filter: FilterEnvoy) {
-        if self.claim(self.every_ms) {
-            self.flush(Target::Filter(filter));
-        }
-    }
-
-    /// On the main thread's timer: sends, through the config, what no
-    /// request has sent for two intervals.
-    pub fn flush_when_idle(&self, config: ConfigEnvoy) {
-        if self.claim(self.every_ms.saturating_mul(2)) {
-            self.flush(Target::Config(config));
-        }
-    }
-
-    /// Sends what was added up and queued.
-    fn flush(&self, to: Target) {
+    /// Sends what was added up, through the config (on the main thread).
+    pub fn flush(&self, config: ConfigEnvoy) {
         let drained: Vec<(usize, (Option<u64>, i64))> = match self.pending.lock() {
             Ok(mut pending) => pending.drain().collect(),
             Err(_) => return,
@@ -137,13 +91,9 @@ impl Batch {
         for (n, value) in values {
             let Some((_, id, labels)) = guard.1.get(n) else { continue };
             let mut buffers: Vec<ModuleBuffer> = labels.iter().map(|v| ModuleBuffer::of(v)).collect();
-            let (ptr, len) = (buffers.as_mut_ptr(), buffers.len());
             // SAFETY: `buffers` borrows `labels`, both alive for the call.
             let result = unsafe {
-                match to {
-                    Target::Config(c) => abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(c, *id, ptr, len, value),
-                    Target::Filter(f) => abi::envoy_dynamic_module_callback_http_filter_record_histogram_value(f, *id, ptr, len, value),
-                }
+                abi::envoy_dynamic_module_callback_http_filter_config_record_histogram_value(config, *id, buffers.as_mut_ptr(), buffers.len(), value)
             };
             if result != abi::METRICS_SUCCESS {
                 log_message(3, format!("recording a histogram value failed ({result})").as_bytes());
@@ -156,19 +106,13 @@ impl Batch {
             let mut results = Vec::with_capacity(2);
             unsafe {
                 if let Some(v) = set {
-                    results.push(match to {
-                        Target::Config(c) => abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(c, *id, ptr, len, v),
-                        Target::Filter(f) => abi::envoy_dynamic_module_callback_http_filter_set_gauge(f, *id, ptr, len, v),
-                    });
+                    results.push(abi::envoy_dynamic_module_callback_http_filter_config_set_gauge(config, *id, ptr, len, v));
                 }
                 if delta != 0 {
-                    results.push(match (to, *kind, delta > 0) {
-                        (Target::Config(c), COUNTER, _) => abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(c, *id, ptr, len, by),
-                        (Target::Config(c), _, true) => abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge(c, *id, ptr, len, by),
-                        (Target::Config(c), _, false) => abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge(c, *id, ptr, len, by),
-                        (Target::Filter(f), COUNTER, _) => abi::envoy_dynamic_module_callback_http_filter_increment_counter(f, *id, ptr, len, by),
-                        (Target::Filter(f), _, true) => abi::envoy_dynamic_module_callback_http_filter_increment_gauge(f, *id, ptr, len, by),
-                        (Target::Filter(f), _, false) => abi::envoy_dynamic_module_callback_http_filter_decrement_gauge(f, *id, ptr, len, by),
+                    results.push(match (*kind, delta > 0) {
+                        (COUNTER, _) => abi::envoy_dynamic_module_callback_http_filter_config_increment_counter(config, *id, ptr, len, by),
+                        (_, true) => abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge(config, *id, ptr, len, by),
+                        (_, false) => abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge(config, *id, ptr, len, by),
                     });
                 }
             }
@@ -196,9 +140,6 @@ impl Flusher {
             series: Mutex::new((HashMap::new(), Vec::new())),
             pending: Mutex::new(HashMap::new()),
             values: Mutex::new(Vec::new()),
-            sent_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            every_ms: u64::try_from(every.as_millis()).unwrap_or(u64::MAX),
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
