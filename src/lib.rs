@@ -7,6 +7,7 @@
 //! | [`config`] | what the config file says, checked and indexed |
 //! | [`request`] | which endpoint a path is |
 //! | [`json_scan`] | where the model is in a body, without parsing it all |
+//! | [`json_skim`] | one value read out of a provider's JSON, without checking it all |
 //! | [`auth`] | which team a key or a JWT belongs to |
 //! | [`jwt`] | JWT verification: keys, algorithms, claims |
 //! | [`access`] | whether that team may use that model |
@@ -47,6 +48,7 @@ pub mod budget;
 pub mod config;
 pub mod errors;
 pub mod json_scan;
+pub mod json_skim;
 pub mod key_info;
 pub mod jwt;
 pub mod limits;

@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use crate::json_scan::{self, TopKey};
+use crate::json_skim::{self, Cursor};
 
 /// Tokens of one request. No count includes another, so they add up to
 /// what was billed and each has its own price.
@@ -48,7 +48,7 @@ impl Usage {
 }
 
 /// The `usage` object as providers send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct Wire {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -79,20 +79,77 @@ impl CacheCreation {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct PromptDetails {
     cached_tokens: Option<u64>,
 }
 
 /// The usage in a complete (non-streaming) response body, if it has one.
+/// The body is the provider's and is passed on as it is: only the top-level
+/// `usage` member is looked for and read.
 pub fn from_response(body: &[u8]) -> Option<Usage> {
-    let span = json_scan::scan(body).ok()?.get(TopKey::Usage)?;
-    from_object(body.get(span.start..span.end)?)
+    from_object(json_skim::top_value(body, "usage")?)
 }
 
-/// A `usage` object's bytes to a [`Usage`].
+/// A `usage` object's bytes to a [`Usage`]: the counts read as serde would
+/// read them into [`Wire`] (a count that is not a whole number, or a field
+/// given twice, makes the object unreadable), without building anything.
 pub fn from_object(bytes: &[u8]) -> Option<Usage> {
-    from_wire(serde_json::from_slice(bytes).ok()?)
+    let mut wire = Wire::default();
+    let mut c = Cursor::new(bytes);
+    json_skim::members(&mut c, |key, c| {
+        let count = match key {
+            b"prompt_tokens" => &mut wire.prompt_tokens,
+            b"completion_tokens" => &mut wire.completion_tokens,
+            b"input_tokens" => &mut wire.input_tokens,
+            b"output_tokens" => &mut wire.output_tokens,
+            b"cache_read_input_tokens" => &mut wire.cache_read_input_tokens,
+            b"cache_creation_input_tokens" => &mut wire.cache_creation_input_tokens,
+            b"prompt_tokens_details" => {
+                let mut details = PromptDetails::default();
+                let given = object(c, |key, c| match key {
+                    b"cached_tokens" => once(&mut details.cached_tokens, c),
+                    _ => c.skip_value(),
+                })?;
+                return set_once(&mut wire.prompt_tokens_details, given.then_some(details));
+            }
+            b"cache_creation" => {
+                let mut split = CacheCreation::default();
+                let given = object(c, |key, c| match key {
+                    b"ephemeral_5m_input_tokens" => once(&mut split.ephemeral_5m_input_tokens, c),
+                    b"ephemeral_1h_input_tokens" => once(&mut split.ephemeral_1h_input_tokens, c),
+                    _ => c.skip_value(),
+                })?;
+                return set_once(&mut wire.cache_creation, given.then_some(split));
+            }
+            _ => return c.skip_value(),
+        };
+        once(count, c)
+    })?;
+    from_wire(wire)
+}
+
+/// A nested object (true), or null (false).
+fn object(c: &mut Cursor, member: impl FnMut(&[u8], &mut Cursor) -> Option<()>) -> Option<bool> {
+    if c.null() {
+        return Some(false);
+    }
+    json_skim::members(c, member).map(|()| true)
+}
+
+/// Reads a count into a field not read before.
+fn once(field: &mut Option<u64>, c: &mut Cursor) -> Option<()> {
+    let value = c.u64_or_null()?;
+    set_once(field, value)
+}
+
+/// serde refuses a field given twice; so does this.
+fn set_once<T>(field: &mut Option<T>, value: Option<T>) -> Option<()> {
+    if field.is_some() {
+        return None;
+    }
+    *field = value;
+    Some(())
 }
 
 /// A parsed `usage` object to a [`Usage`]; None if it carries no counts.
@@ -167,6 +224,37 @@ mod tests {
         assert_eq!(from_response(b"not json"), None);
         // Only the top-level usage counts.
         assert_eq!(from_response(br#"{"data":{"usage":{"prompt_tokens":5}}}"#), None);
+    }
+
+    /// The hand reader agrees with serde's reading of [`Wire`].
+    #[test]
+    fn reads_as_serde_does() {
+        let objects: &[&[u8]] = &[
+            br#"{"prompt_tokens":1,"completion_tokens":2}"#,
+            br#"{ "prompt_tokens" : 10 , "prompt_tokens_details" : { "cached_tokens" : 4 , "audio_tokens" : 0 } }"#,
+            br#"{"prompt_tokens":10,"prompt_tokens_details":null,"completion_tokens":null}"#,
+            br#"{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":null}}"#,
+            br#"{"prompt_tokens":10,"completion_tokens_details":{"reasoning_tokens":3,"x":[1,{"y":"}"}]},"total_tokens":13}"#,
+            br#"{"input_tokens":3,"output_tokens":4,"cache_creation":{"ephemeral_5m_input_tokens":1,"ephemeral_1h_input_tokens":2},"service_tier":"standard"}"#,
+            br#"{"input_tokens":3,"cache_creation":null,"server_tool_use":{"web_search_requests":1}}"#,
+            br#"{"prompt_tokens":7}"#,
+            br#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            br#"{"prompt_tokens":1.0}"#,
+            br#"{"prompt_tokens":-3}"#,
+            br#"{"prompt_tokens":"3"}"#,
+            br#"{"prompt_tokens":1e2}"#,
+            br#"{"prompt_tokens":99999999999999999999}"#,
+            br#"{"prompt_tokens_details":{"cached_tokens":true},"prompt_tokens":1}"#,
+            br#"{"cache_creation":[],"input_tokens":1}"#,
+            br#"{"prompt_tokens":1,}"#,
+            br#"{}"#,
+            br#"[]"#,
+            br#"null"#,
+        ];
+        for o in objects {
+            let serde = serde_json::from_slice::<Wire>(o).ok().and_then(from_wire);
+            assert_eq!(from_object(o), serde, "{}", String::from_utf8_lossy(o));
+        }
     }
 
     #[test]

@@ -1,0 +1,219 @@
+//! Reading a few values out of JSON a provider sent, without building
+//! anything and without checking all of it.
+//!
+//! A response's usage sits in a body of a few hundred bytes to megabytes
+//! that the gateway only passes on. [`top_value`] finds one top-level
+//! member's value by walking the structure (strings, brackets) and nothing
+//! else; [`members`] walks one object's members for a caller that reads a
+//! handful of numbers. Malformed input gives `None`, never a panic: no
+//! slice indexing, no recursion (nesting is a counter).
+
+use crate::json_scan;
+
+/// A position in a JSON text.
+pub struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        self.ws();
+        if self.peek() == Some(b) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string token at the cursor (after white space), quotes included.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.ws();
+        let start = self.at;
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let rest = self.bytes.get(start + 1..)?;
+        let mut i = 0;
+        loop {
+            match rest.get(i)? {
+                b'"' => break,
+                b'\\' => i += 2,
+                _ => i += 1,
+            }
+        }
+        self.at = start + 1 + i + 1;
+        self.bytes.get(start..self.at)
+    }
+
+    /// Moves past one value of any kind (containers by their brackets).
+    pub fn skip_value(&mut self) -> Option<()> {
+        self.ws();
+        match self.peek()? {
+            b'"' => self.string().map(|_| ()),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.checked_sub(1)?;
+                            if depth == 0 {
+                                self.at += 1;
+                                return Some(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.at += 1;
+                }
+            }
+            _ => {
+                // A number, true, false or null: up to the next delimiter.
+                let start = self.at;
+                while !matches!(self.peek(), None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
+                    self.at += 1;
+                }
+                (self.at > start).then_some(())
+            }
+        }
+    }
+
+    /// `null` (`Some(None)`), or a whole number that fits in a u64; None
+    /// for anything else (a sign, a fraction, an exponent, a string).
+    pub fn u64_or_null(&mut self) -> Option<Option<u64>> {
+        self.ws();
+        if self.bytes.get(self.at..self.at + 4) == Some(b"null") {
+            self.at += 4;
+            return Some(None);
+        }
+        let mut n: u64 = 0;
+        let start = self.at;
+        while let Some(d @ b'0'..=b'9') = self.peek() {
+            n = n.checked_mul(10).and_then(|n| n.checked_add(u64::from(d - b'0')))?;
+            self.at += 1;
+        }
+        if self.at == start || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(Some(n))
+    }
+
+    /// True if the value at the cursor is `null` (and moves past it).
+    pub fn null(&mut self) -> bool {
+        self.ws();
+        if self.bytes.get(self.at..self.at + 4) == Some(b"null") {
+            self.at += 4;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Calls `member` for each member of the object at the cursor, with the
+/// key (escapes decoded) and the cursor at its value; `member` must move
+/// past the value. None if the object is malformed or `member` says so.
+pub fn members(c: &mut Cursor, mut member: impl FnMut(&[u8], &mut Cursor) -> Option<()>) -> Option<()> {
+    if !c.eat(b'{') {
+        return None;
+    }
+    if c.eat(b'}') {
+        return Some(());
+    }
+    loop {
+        let token = c.string()?;
+        if !c.eat(b':') {
+            return None;
+        }
+        let raw = token.get(1..token.len().checked_sub(1)?)?;
+        if raw.contains(&b'\\') {
+            let decoded = json_scan::decode_string(token)?;
+            member(decoded.as_bytes(), c)?;
+        } else {
+            member(raw, c)?;
+        }
+        if c.eat(b'}') {
+            return Some(());
+        }
+        if !c.eat(b',') {
+            return None;
+        }
+    }
+}
+
+/// The bytes of the value of `key` in the top-level object of `body`.
+/// None if the key is missing, present twice, or the body is malformed
+/// before the end of the object.
+pub fn top_value<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut c = Cursor::new(body);
+    let mut found: Option<(usize, usize)> = None;
+    let mut twice = false;
+    members(&mut c, |k, c| {
+        c.ws();
+        let start = c.at;
+        c.skip_value()?;
+        if k == key.as_bytes() {
+            twice |= found.is_some();
+            found = Some((start, c.at));
+        }
+        Some(())
+    })?;
+    let (start, end) = found.filter(|_| !twice)?;
+    body.get(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_top_level_values_only() {
+        let body = br#"{"a":{"usage":1},"s":"\"usage\":2","usage" : {"x":[1,{"y":"}"}]} , "z":null}"#;
+        assert_eq!(top_value(body, "usage"), Some(&br#"{"x":[1,{"y":"}"}]}"#[..]));
+        assert_eq!(top_value(body, "z"), Some(&b"null"[..]));
+        assert_eq!(top_value(body, "s"), Some(&br#""\"usage\":2""#[..]));
+        assert_eq!(top_value(body, "missing"), None);
+        assert_eq!(top_value(br#"{"us\u0061ge":7}"#, "usage"), Some(&b"7"[..]));
+    }
+
+    #[test]
+    fn malformed_or_duplicate_is_none() {
+        for body in [&b""[..], b"[]", b"{", br#"{"usage":1"#, br#"{"usage":{"a":1}"#, br#"{"usage" 1}"#, br#"{"usage":"#, b"{\"usa"] {
+            assert_eq!(top_value(body, "usage"), None, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(top_value(br#"{"usage":1,"usage":2}"#, "usage"), None);
+        assert_eq!(top_value(b"{}", "usage"), None);
+    }
+
+    #[test]
+    fn numbers() {
+        let n = |s: &[u8]| Cursor::new(s).u64_or_null();
+        assert_eq!(n(b" 42,"), Some(Some(42)));
+        assert_eq!(n(b"null"), Some(None));
+        assert_eq!(n(b"18446744073709551615"), Some(Some(u64::MAX)));
+        assert_eq!(n(b"18446744073709551616"), None);
+        for bad in [&b"-1"[..], b"1.5", b"1e3", b"\"3\"", b"true", b""] {
+            assert_eq!(n(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
