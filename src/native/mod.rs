@@ -383,7 +383,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(envoy: Co
     // SAFETY: the pointer `config_new` returned, alive until `config_destroy`.
     if let Some(config) = unsafe { (config as *const Config).as_ref() } {
         if let Some(f) = &config.flusher {
-            f.batch.flush(envoy);
+            f.batch.flush_when_idle(envoy);
         }
     }
 }
@@ -492,6 +492,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter: Fi
     // SAFETY: as in `serve`.
     if let Some(s) = unsafe { (stream as *mut Stream).as_mut() } {
         s.done = true;
+        // SAFETY: Envoy keeps the config alive while its streams run.
+        if let Some(f) = unsafe { s.config.as_ref() }.and_then(|c| c.flusher.as_ref()) {
+            f.batch.flush_at_request_end(filter);
+        }
     }
 }
 
