@@ -55,8 +55,16 @@ unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 /// proxy-wasm's map serialization: a count, the sizes, then each key and
 /// value followed by a NUL.
 fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let size = 4 + pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+    let mut out = Vec::with_capacity(serialized_size(pairs));
+    serialize_into(pairs, &mut out);
+    out
+}
+
+fn serialized_size(pairs: &[(&[u8], &[u8])]) -> usize {
+    4 + pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>()
+}
+
+fn serialize_into(pairs: &[(&[u8], &[u8])], out: &mut Vec<u8>) {
     out.extend_from_slice(&u32::try_from(pairs.len()).unwrap_or(u32::MAX).to_le_bytes());
     for (k, v) in pairs {
         out.extend_from_slice(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_le_bytes());
@@ -68,7 +76,25 @@ fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
         out.extend_from_slice(v);
         out.push(0);
     }
-    out
+}
+
+/// Hands a map to the SDK, serialized straight into memory it owns (one
+/// copy of the headers, not two).
+unsafe fn give_map(pairs: &[(&[u8], &[u8])], data: *mut *mut u8, size: *mut usize) {
+    let len = serialized_size(pairs);
+    let ptr = proxy_on_memory_allocate(len);
+    if ptr.is_null() {
+        *data = ptr;
+        *size = 0;
+        return;
+    }
+    // SAFETY: the SDK allocated `len` bytes at `ptr` for us to fill; the
+    // vector never grows past them (`serialized_size` is exact), and is
+    // forgotten so that the SDK alone frees the memory.
+    let mut out = std::mem::ManuallyDrop::new(Vec::from_raw_parts(ptr, 0, len));
+    serialize_into(pairs, &mut out);
+    *data = out.as_mut_ptr();
+    *size = out.len();
 }
 
 /// The inverse of [`serialize`]; stops at the first malformed entry.
@@ -316,21 +342,23 @@ unsafe fn received_is_buffer(filter: abi::FilterEnvoy, request: bool) -> bool {
 
 #[no_mangle]
 pub extern "C" fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32 {
-    let bytes = if map_type == HTTP_CALL_RESPONSE_HEADERS {
-        with_worker(|w| {
+    if map_type == HTTP_CALL_RESPONSE_HEADERS {
+        let bytes = with_worker(|w| {
             w.call.as_ref().map_or_else(
                 || serialize(&[]),
                 |c: &Call| serialize(&c.headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect::<Vec<_>>()),
             )
-        })
-    } else {
-        let filter = with_worker(|w| w.filter);
+        });
+        unsafe { give(&bytes, data, size) };
+        return OK;
+    }
+    let filter = with_worker(|w| w.filter);
+    unsafe {
         match header_type(map_type) {
-            Some(kind) if !filter.is_null() => serialize(&unsafe { envoy_headers(filter, kind) }),
-            _ => serialize(&[]),
+            Some(kind) if !filter.is_null() => give_map(&envoy_headers(filter, kind), data, size),
+            _ => give_map(&[], data, size),
         }
-    };
-    unsafe { give(&bytes, data, size) };
+    }
     OK
 }
 
