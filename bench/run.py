@@ -23,7 +23,8 @@ same single core as the proxies.
 
 Environment: ROUNDS (3), DURATION (2 s per measurement), RATE (1000 rps for
 the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
-SOAK_ARM (tollgate, or native), BENCH_PEERS (0), AWAKE (1: keep both cores
+SOAK_ARM (tollgate, or native), SIZES (1KB,10KB,100KB: which body sizes),
+BENCH_PEERS (0), AWAKE (1: keep both cores
 out of the hypervisor's idle halt with a busy loop at SCHED_IDLE; 0 lets
 them halt, and every request then pays the VM's wake-up).
 """
@@ -57,7 +58,9 @@ STREAM_REQUESTS = int(os.environ.get("STREAM_REQUESTS", "50"))
 PEERS_PY = str(ROOT / ".venv-peers/bin/python")
 PEERS_LITELLM = str(ROOT / ".venv-peers/bin/litellm")
 LITELLM_KEY = "sk-bench-litellm-master"
-SIZES = [("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024)]
+SIZES = [(label, size) for label, size in [("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024)]
+         if label.replace(" ", "") in os.environ.get("SIZES", "1KB,10KB,100KB").split(",")]
+
 PROXY_CPU, LOAD_CPU = "0", "1"
 TEAM_KEY = "bench-team-key-0123456789"
 HOSTCALLS = 10
@@ -463,9 +466,10 @@ user_access:
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
 
 
-try:
-    main()
-finally:
-    for p in PROCS:
-        p.kill()
-        p.wait()
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in PROCS:
+            p.kill()
+            p.wait()
