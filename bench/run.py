@@ -390,11 +390,11 @@ user_access:
                 saturated = load(where, label, connections=16)
                 res["max_rps"].append(saturated["rps"])
                 if arm in procs:
-                    res["sat_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / saturated["requests"])
+                    res["sat_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / saturated["answered"])
                 if arm in procs:
                     before = cpu_ns(procs[arm].pid)
                     fixed = load(where, label, connections=4, rate=RATE)
-                    res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["requests"])
+                    res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
         for arm, port in stream_arms.items():
             s = stream(port, stream_body)
             streaming[arm]["ttft"].append(s["ttft_p50_us"])

@@ -155,10 +155,13 @@ fn load(args: &[String]) -> Result<(), String> {
     let threads: Vec<_> = (0..connections)
         .map(|c| {
             let (authority, request) = (authority.clone(), request.clone());
-            std::thread::spawn(move || -> Result<(Vec<u64>, u64), String> {
+            std::thread::spawn(move || -> Result<(Vec<u64>, u64, u64), String> {
                 let (mut s, mut r) = connect(&authority).map_err(|e| e.to_string())?;
                 let mut lat = Vec::with_capacity(1 << 16);
                 let mut errors = 0u64;
+                // Every answer, the warm-up's included: what the proxy's CPU
+                // time over the whole run is divided by.
+                let mut answered = 0u64;
                 // At a fixed rate, this connection's share of it, offset so
                 // connections do not fire together.
                 let interval = (rate > 0.0).then(|| Duration::from_secs_f64(connections as f64 / rate));
@@ -183,6 +186,7 @@ fn load(args: &[String]) -> Result<(), String> {
                         eprintln!("request failed: status {status:?}");
                     }
                     let done = Instant::now();
+                    answered += 1;
                     if sent >= measure_from {
                         if ok {
                             lat.push(done.duration_since(sent).as_micros() as u64);
@@ -197,22 +201,25 @@ fn load(args: &[String]) -> Result<(), String> {
                         next += i;
                     }
                 }
-                Ok((lat, errors))
+                Ok((lat, errors, answered))
             })
         })
         .collect();
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut answered = 0;
     for t in threads {
-        let (lat, e) = t.join().map_err(|_| "a load thread panicked")??;
+        let (lat, e, n) = t.join().map_err(|_| "a load thread panicked")??;
         all.extend(lat);
         errors += e;
+        answered += n;
     }
     all.sort_unstable();
     let mean = if all.is_empty() { 0.0 } else { all.iter().sum::<u64>() as f64 / all.len() as f64 };
     println!(
-        "{{\"requests\":{},\"errors\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"mean_us\":{:.1}}}",
+        "{{\"requests\":{},\"answered\":{},\"errors\":{},\"rps\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"mean_us\":{:.1}}}",
         all.len(),
+        answered,
         errors,
         all.len() as f64 / duration,
         percentile(&all, 0.5),
