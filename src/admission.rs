@@ -9,6 +9,7 @@ use crate::anthropic;
 use crate::auth;
 use crate::config::{Gateway, Model};
 use crate::errors::ApiError;
+use crate::header_list::HeaderList;
 use crate::json_scan::{self, Kind, ScanError, TopKey};
 use crate::providers::{Api, CLIENT_ACCOUNT_HEADERS, CLIENT_CREDENTIAL_HEADERS};
 use crate::request::{self, Endpoint, Route};
@@ -474,12 +475,12 @@ fn decide(
 /// `x-envoy-*` header removed (those steer Envoy's router: only the gateway
 /// sets them). Each edit is one call into Envoy, so the fewer the better.
 pub fn header_edits<'a>(
-    client: &'a [(String, Vec<u8>)],
+    client: &'a HeaderList,
     changes: &'a [(&'static str, Option<String>)],
 ) -> Vec<(&'a str, Option<&'a str>)> {
     let mut edits: Vec<(&'a str, Option<&'a str>)> = Vec::with_capacity(changes.len());
     for (name, value) in changes {
-        let mut sent = client.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+        let mut sent = client.iter().filter(|(k, _)| *k == name.as_bytes()).map(|(_, v)| v);
         let (first, more) = (sent.next(), sent.next().is_some());
         match value {
             Some(v) if first == Some(v.as_bytes()) && !more => {}
@@ -488,8 +489,8 @@ pub fn header_edits<'a>(
             None => {}
         }
     }
-    for (k, _) in client {
-        let name = k.as_str();
+    for (name, _) in client.iter().filter(|(k, _)| k.starts_with(b"x-envoy-")) {
+        let Ok(name) = std::str::from_utf8(name) else { continue };
         if name.starts_with("x-envoy-") && !changes.iter().any(|(c, _)| *c == name) && !edits.iter().any(|(e, _)| *e == name) {
             edits.push((name, None));
         }

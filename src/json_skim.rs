@@ -48,16 +48,15 @@ impl<'a> Cursor<'a> {
         if self.peek() != Some(b'"') {
             return None;
         }
-        let rest = self.bytes.get(start + 1..)?;
-        let mut i = 0;
+        let mut at = start + 1;
         loop {
-            match rest.get(i)? {
+            at += self.bytes.get(at..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+            match self.bytes.get(at)? {
                 b'"' => break,
-                b'\\' => i += 2,
-                _ => i += 1,
+                _ => at += 2,
             }
         }
-        self.at = start + 1 + i + 1;
+        self.at = at + 1;
         self.bytes.get(start..self.at)
     }
 
@@ -69,20 +68,20 @@ impl<'a> Cursor<'a> {
             b'{' | b'[' => {
                 let mut depth = 0usize;
                 loop {
+                    self.at += self.bytes.get(self.at..)?.iter().position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))?;
                     match self.peek()? {
                         b'"' => {
                             self.string()?;
                             continue;
                         }
                         b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
+                        _ => {
                             depth = depth.checked_sub(1)?;
                             if depth == 0 {
                                 self.at += 1;
                                 return Some(());
                             }
                         }
-                        _ => {}
                     }
                     self.at += 1;
                 }
@@ -90,10 +89,10 @@ impl<'a> Cursor<'a> {
             _ => {
                 // A number, true, false or null: up to the next delimiter.
                 let start = self.at;
-                while !matches!(self.peek(), None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
-                    self.at += 1;
-                }
-                (self.at > start).then_some(())
+                let rest = self.bytes.get(start..)?;
+                let len = rest.iter().position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')).unwrap_or(rest.len());
+                self.at += len;
+                (len > 0).then_some(())
             }
         }
     }

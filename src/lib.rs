@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`config`] | what the config file says, checked and indexed |
 //! | [`request`] | which endpoint a path is |
+//! | [`header_list`] | request headers as the host serialized them, read in place |
 //! | [`json_scan`] | where the model is in a body, without parsing it all |
 //! | [`json_skim`] | one value read out of a provider's JSON, without checking it all |
 //! | [`auth`] | which team a key or a JWT belongs to |
@@ -47,6 +48,8 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod errors;
+pub mod fast_hash;
+pub mod header_list;
 pub mod json_scan;
 pub mod json_skim;
 pub mod key_info;

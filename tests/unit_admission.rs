@@ -792,7 +792,7 @@ fn a_wrong_key_is_shown_masked() {
 #[test]
 fn header_edits_change_only_what_differs() {
     use tollgate::admission::header_edits;
-    let client: Vec<(String, Vec<u8>)> = [
+    let pairs: Vec<(&str, &[u8])> = [
         (":path", "/v1/chat/completions"),
         (":authority", "gateway.local"),
         ("authorization", "Bearer team-key"),
@@ -803,8 +803,9 @@ fn header_edits_change_only_what_differs() {
         ("cookie", "b=2"),
     ]
     .iter()
-    .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+    .map(|(k, v)| (*k, v.as_bytes()))
     .collect();
+    let client = tollgate::header_list::HeaderList::from_pairs(&pairs);
     let changes: Vec<(&'static str, Option<String>)> = vec![
         (":path", Some("/v1/chat/completions".into())),
         (":authority", Some("api.openai.com".into())),

@@ -13,16 +13,30 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
 use crate::errors::ApiError;
+use crate::header_list::HeaderList;
 
-/// All request headers, in one hostcall. Values stay bytes; see [`find`].
-pub fn request_headers() -> Vec<(String, Vec<u8>)> {
-    match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-        Ok(headers) => headers,
-        Err(status) => {
-            warn!("reading the request headers failed: {status:?}");
-            Vec::new()
-        }
+extern "C" {
+    /// The proxy-wasm ABI call behind the SDK's `get_map_bytes`, called
+    /// directly so that the map stays in the one buffer the host filled.
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+}
+
+/// All request headers, in one hostcall, kept as the host serialized them.
+pub fn request_headers() -> HeaderList {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated through the SDK's
+    // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes),
+    // which this function then owns, as the SDK's own wrapper does.
+    let status = unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size) };
+    if status != 0 {
+        warn!("reading the request headers failed: status {status}");
+        return HeaderList::default();
     }
+    if data.is_null() || size == 0 {
+        return HeaderList::default();
+    }
+    HeaderList::from_serialized(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
 /// A header's value among `headers`. A value that is not text is returned as
@@ -36,7 +50,7 @@ pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str>
 
 /// Applies the forward's header changes to the request Envoy holds: one
 /// hostcall for each header that actually changes (`admission::header_edits`).
-pub fn rewrite_request_headers(headers: &[(String, Vec<u8>)], changes: &[(&'static str, Option<String>)]) -> bool {
+pub fn rewrite_request_headers(headers: &HeaderList, changes: &[(&'static str, Option<String>)]) -> bool {
     crate::admission::header_edits(headers, changes)
         .into_iter()
         .all(|(name, value)| set_request_header(name, value))

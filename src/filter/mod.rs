@@ -26,6 +26,7 @@ use crate::routing::{self, ModelState, Strategy};
 use crate::shared;
 use crate::config::{self, secret::ProcessEnv, Gateway, Model};
 use crate::errors::{ApiError, DenyReason};
+use crate::header_list::HeaderList;
 use crate::metrics::Metric;
 use crate::response::{self, Reader};
 use host::SharedData;
@@ -256,7 +257,7 @@ enum State {
     /// Not a gateway request: let everything through.
     Passing,
     /// Reading the body before deciding.
-    Reading { pending: Pending, started_ms: u64, headers: Vec<(String, Vec<u8>)> },
+    Reading { pending: Pending, started_ms: u64, headers: HeaderList },
     /// Answered locally: hold back whatever still arrives.
     Answered,
     /// Sent to a provider; accounted when it ends.
@@ -301,7 +302,7 @@ struct Retry {
     pending: Pending,
     /// The request as the client sent it.
     body: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderList,
     /// Fallback models not tried yet, in order.
     remaining: Vec<usize>,
 }
@@ -381,18 +382,18 @@ impl HttpContext for Request {
         };
         let mut headers = host::request_headers();
         // Whatever happens next, no client chooses the upstream cluster.
-        if host::find(&headers, CLUSTER_HEADER).is_some() {
+        if headers.get(CLUSTER_HEADER).is_some() {
             host::set_request_header(CLUSTER_HEADER, None);
-            headers.retain(|(k, _)| k != CLUSTER_HEADER);
+            headers.remove(CLUSTER_HEADER);
         }
         let jwt_keys = Rc::clone(&self.jwt_keys.borrow());
         let head = Head {
-            method: host::find(&headers, ":method").unwrap_or_default(),
-            path: host::find(&headers, ":path").unwrap_or_default(),
-            authorization: host::find(&headers, "authorization"),
-            api_key: host::find(&headers, "x-api-key"),
-            content_length: host::find(&headers, "content-length"),
-            anthropic_version: host::find(&headers, "anthropic-version").is_some(),
+            method: headers.get(":method").unwrap_or_default(),
+            path: headers.get(":path").unwrap_or_default(),
+            authorization: headers.get("authorization"),
+            api_key: headers.get("x-api-key"),
+            content_length: headers.get("content-length"),
+            anthropic_version: headers.get("anthropic-version").is_some(),
             now_ms: host::now_ms(),
             jwt_keys: &jwt_keys,
         };
@@ -614,7 +615,7 @@ impl Request {
         pending: &Pending,
         body: &[u8],
         started_ms: u64,
-        headers: &[(String, Vec<u8>)],
+        headers: &HeaderList,
     ) -> Action {
         let n = self.routed.get();
         self.routed.set(n.wrapping_add(1));
@@ -625,7 +626,7 @@ impl Request {
         };
         // With fallbacks, what it takes to send the request again elsewhere.
         let mut retry = gw.models.get(forward.model).filter(|m| !m.fallbacks.is_empty()).map(|m| {
-            Box::new(Retry { pending: pending.clone(), body: body.to_vec(), headers: headers.to_vec(), remaining: m.fallbacks.clone() })
+            Box::new(Retry { pending: pending.clone(), body: body.to_vec(), headers: headers.clone(), remaining: m.fallbacks.clone() })
         });
         // Every deployment of the model is cooling down: straight to a fallback.
         let primary = forward.model;
@@ -1072,12 +1073,13 @@ fn release_limits(gw: &Gateway, team: usize, limited: bool, tokens: u64, now_ms:
 
 /// The full header list for a fallback's HTTP call: the client's headers
 /// with the forward's changes, without the client's own framing.
-fn outgoing_headers(client: &[(String, Vec<u8>)], changes: &[(&str, Option<String>)]) -> Vec<(String, String)> {
+fn outgoing_headers(client: &HeaderList, changes: &[(&str, Option<String>)]) -> Vec<(String, String)> {
     const DROPPED: [&str; 4] = ["transfer-encoding", "connection", "keep-alive", "x-tollgate-cluster"];
     let mut out: Vec<(String, String)> = client
         .iter()
-        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k) && !DROPPED.contains(&k.as_str()) && !k.starts_with("x-envoy-"))
-        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.clone()).ok()?)))
+        .filter_map(|(k, v)| Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?)))
+        .filter(|(k, _)| !changes.iter().any(|(name, _)| name == k) && !DROPPED.contains(k) && !k.starts_with("x-envoy-"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     out.extend(changes.iter().filter(|(name, _)| *name != CLUSTER_HEADER && !name.starts_with("x-envoy-")).filter_map(|(name, value)| {
         value.as_ref().map(|v| ((*name).to_string(), v.clone()))
@@ -1087,7 +1089,7 @@ fn outgoing_headers(client: &[(String, Vec<u8>)], changes: &[(&str, Option<Strin
 
 /// Applies a forward decision to the request Envoy holds: the body edit, and
 /// all header changes in one hostcall.
-fn apply(forward: &Forward, headers: &[(String, Vec<u8>)]) -> Result<(), String> {
+fn apply(forward: &Forward, headers: &HeaderList) -> Result<(), String> {
     if let Some(edit) = &forward.body_edit {
         hostcalls::set_buffer(BufferType::HttpRequestBody, 0, edit.replace, &edit.prefix)
             .map_err(|status| format!("rewriting the request body failed: {status:?}"))?;

@@ -8,7 +8,7 @@
 //! at once. Histogram values are always recorded at once.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 
 use log::warn;
 use proxy_wasm::hostcalls;
@@ -43,11 +43,11 @@ impl Key {
 
 #[derive(Default)]
 pub struct Stats {
-    ids: RefCell<HashMap<Key, u32>>,
+    ids: RefCell<FastMap<Key, u32>>,
     /// Caller label sets (`key=…;user=…`) by number, for [`Key::caller`].
-    callers: RefCell<HashMap<String, u32>>,
+    callers: RefCell<FastMap<String, u32>>,
     /// Changes not yet sent, by metric id.
-    pending: RefCell<HashMap<u32, i64>>,
+    pending: RefCell<FastMap<u32, i64>>,
     batched: bool,
 }
 

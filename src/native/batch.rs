@@ -52,7 +52,7 @@ pub(crate) struct Batch {
     series: Mutex<(HashMap<Series, usize>, Vec<Series>)>,
     /// Changes not sent yet, by series number: a gauge's new value (set
     /// after the last flush), then the sum of changes since.
-    pending: Mutex<HashMap<usize, (Option<u64>, i64)>>,
+    pending: Mutex<crate::fast_hash::FastMap<usize, (Option<u64>, i64)>>,
     /// Histogram values not sent yet, by series number.
     values: Mutex<Vec<(usize, u64)>>,
     /// The flush's own list, swapped with `values` and emptied in place, so
@@ -216,7 +216,7 @@ impl Flusher {
         }
         let batch = Arc::new(Batch {
             series: Mutex::new((HashMap::new(), Vec::new())),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(crate::fast_hash::FastMap::default()),
             values: Mutex::new(Vec::new()),
             sending: Mutex::new(Vec::new()),
             sent_ms: AtomicU64::new(0),

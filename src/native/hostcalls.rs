@@ -7,7 +7,6 @@
 //! each function returns only the statuses its wrapper accepts (a failure
 //! it cannot report is logged instead).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -520,11 +519,11 @@ pub extern "C" fn proxy_http_call(
 
 /// Shared data, as Envoy keeps it for wasm: one map for the process, a
 /// version per key, compare-and-swap on the version.
-type SharedMap = HashMap<Vec<u8>, (Vec<u8>, u32)>;
+type SharedMap = crate::fast_hash::FastMap<Vec<u8>, (Vec<u8>, u32)>;
 
 fn shared() -> &'static Mutex<SharedMap> {
     static SHARED: OnceLock<Mutex<SharedMap>> = OnceLock::new();
-    SHARED.get_or_init(|| Mutex::new(HashMap::new()))
+    SHARED.get_or_init(|| Mutex::new(SharedMap::default()))
 }
 
 static NEXT_CAS: AtomicU32 = AtomicU32::new(1);
