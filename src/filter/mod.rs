@@ -27,7 +27,7 @@ use crate::shared;
 use crate::config::{self, secret::ProcessEnv, Gateway, Model};
 use crate::errors::{ApiError, DenyReason};
 use crate::header_list::HeaderList;
-use crate::metrics::Metric;
+use crate::metrics::{self, Metric};
 use crate::response::{self, Reader};
 use host::SharedData;
 use stats::{delta, Key, Stats};
@@ -906,10 +906,11 @@ impl Request {
             .into_iter()
             .enumerate()
         {
-            let labels = joined(&[("team", t), ("model", m), ("provider", p), ("type", kind)], &who);
-            s.add(key(Metric::Tokens, u32::try_from(i).unwrap_or_default()), &labels, delta(n));
+            let labels = || metrics::name(Metric::Tokens, &joined(&[("team", t), ("model", m), ("provider", p), ("type", kind)], &who));
+            s.add_with(key(Metric::Tokens, u32::try_from(i).unwrap_or_default()), labels, delta(n));
         }
-        s.add(key(Metric::Spend, 0), &joined(&[("team", t), ("model", m)], &who), delta(outcome.cost_micro));
+        let labels = || metrics::name(Metric::Spend, &joined(&[("team", t), ("model", m)], &who));
+        s.add_with(key(Metric::Spend, 0), labels, delta(outcome.cost_micro));
         if outcome.estimated {
             s.add(key(Metric::Estimated, 0), &[("team", t), ("model", m)], 1);
         }
@@ -975,11 +976,17 @@ fn count_request(gw: &Gateway, flight: &InFlight, stats: &Stats, who: &[(&str, &
         return;
     };
     let status = flight.status.unwrap_or(0);
-    let code = status.to_string();
-    let mut labels = vec![("team", team.id.as_str()), ("model", model.name.as_str()), ("provider", dep.provider.name()), ("code", code.as_str())];
-    labels.extend(who.iter().copied());
     let key = Key::new(Metric::Requests, flight.team, flight.model, dep.provider as usize, u32::from(status)).by(caller);
-    stats.add(key, &labels, 1);
+    stats.add_with(
+        key,
+        || {
+            let code = status.to_string();
+            let mut labels = vec![("team", team.id.as_str()), ("model", model.name.as_str()), ("provider", dep.provider.name()), ("code", code.as_str())];
+            labels.extend(who.iter().copied());
+            metrics::name(Metric::Requests, &labels)
+        },
+        1,
+    );
 }
 
 /// What a fallback is tried on: no connection, a timeout (Envoy's 503 and

@@ -67,11 +67,12 @@ impl Stats {
         *callers.entry(name).or_insert(next)
     }
 
-    fn id(&self, key: Key, labels: &[(&str, &str)]) -> Option<u32> {
+    /// The series' id; `name` makes its stat name, only the first time.
+    fn id(&self, key: Key, name: impl FnOnce() -> String) -> Option<u32> {
         if let Some(id) = self.ids.borrow().get(&key) {
             return Some(*id);
         }
-        let name = metrics::name(key.metric, labels);
+        let name = name();
         let kind = match key.metric.kind() {
             Kind::Counter => MetricType::Counter,
             Kind::Gauge => MetricType::Gauge,
@@ -91,10 +92,16 @@ impl Stats {
 
     /// Adds to a counter or a gauge.
     pub fn add(&self, key: Key, labels: &[(&str, &str)], delta: i64) {
+        self.add_with(key, || metrics::name(key.metric, labels), delta);
+    }
+
+    /// [`Stats::add`], with the labels made only when the series is new:
+    /// a request's series are almost always known already.
+    pub fn add_with(&self, key: Key, name: impl FnOnce() -> String, delta: i64) {
         if delta == 0 {
             return;
         }
-        let Some(id) = self.id(key, labels) else { return };
+        let Some(id) = self.id(key, name) else { return };
         if self.batched {
             let mut pending = self.pending.borrow_mut();
             let slot = pending.entry(id).or_insert(0);
@@ -106,7 +113,7 @@ impl Stats {
 
     /// Sets a gauge, or records a histogram value, at once.
     pub fn record(&self, key: Key, labels: &[(&str, &str)], value: u64) {
-        if let Some(id) = self.id(key, labels) {
+        if let Some(id) = self.id(key, || metrics::name(key.metric, labels)) {
             if let Err(status) = hostcalls::record_metric(id, value) {
                 warn!("recording metric {} failed: {status:?}", key.metric.base());
             }

@@ -137,6 +137,9 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_http_add_header(filter: FilterEnvoy, header_type: u32, key: ModuleBuffer, value: ModuleBuffer) -> bool;
 
     pub fn envoy_dynamic_module_callback_http_get_body_chunks_size(filter: FilterEnvoy, body_type: u32) -> usize;
+    /// The body's length in bytes (0 when there is none): checked against
+    /// the 1.40 binary, which returns `buffer->length()` or 0.
+    pub fn envoy_dynamic_module_callback_http_get_body_size(filter: FilterEnvoy, body_type: u32) -> usize;
     pub fn envoy_dynamic_module_callback_http_get_body_chunks(filter: FilterEnvoy, body_type: u32, result: *mut EnvoyBuffer) -> bool;
     pub fn envoy_dynamic_module_callback_http_append_body(filter: FilterEnvoy, body_type: u32, data: ModuleBuffer) -> bool;
     pub fn envoy_dynamic_module_callback_http_drain_body(filter: FilterEnvoy, body_type: u32, bytes: usize) -> bool;

@@ -176,6 +176,21 @@ pub extern "C" fn proxy_set_tick_period_milliseconds(_period: u32) -> u32 {
 
 /// The body a wasm filter would see: what Envoy buffered so far, and the
 /// chunk now arriving (unless Envoy already moved it into the buffer).
+/// The length of what [`body_chunks`] returns, without reading the chunks.
+pub(super) unsafe fn body_size(filter: abi::FilterEnvoy, request: bool) -> usize {
+    let (buffered, received) = if request {
+        (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
+    } else {
+        (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
+    };
+    let received_size = abi::envoy_dynamic_module_callback_http_get_body_size(filter, received);
+    if received_is_buffer(filter, request) {
+        received_size
+    } else {
+        abi::envoy_dynamic_module_callback_http_get_body_size(filter, buffered).saturating_add(received_size)
+    }
+}
+
 pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
     let (buffered, received) = if request {
         (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
@@ -305,15 +320,7 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
         } else {
             (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
         };
-        let held = |kind| {
-            let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
-            let mut chunks = vec![EnvoyBuffer::EMPTY; n];
-            if n > 0 && abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
-                chunks.iter().map(|c| c.length).sum::<usize>()
-            } else {
-                0
-            }
-        };
+        let held = |kind| abi::envoy_dynamic_module_callback_http_get_body_size(filter, kind);
         let (in_buffer, in_received) = (held(buffered), held(received));
         // The new body goes where the old one was held: the buffer if
         // Envoy keeps one, else the arriving chunk.

@@ -268,9 +268,9 @@ fn headers_size(filter: FilterEnvoy, kind: u32) -> usize {
     unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, kind) }
 }
 
-/// The size of the body the filter sees (see `hostcalls::body_chunks`).
+/// The size of the body the filter sees (the bytes `hostcalls::body_chunks` reads).
 fn body_size(filter: FilterEnvoy, request: bool) -> usize {
-    unsafe { hostcalls::body_chunks(filter, request) }.iter().map(|c| c.len()).sum()
+    unsafe { hostcalls::body_size(filter, request) }
 }
 
 /// This thread's root context for `config`, created (and configured) on
