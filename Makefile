@@ -33,7 +33,7 @@ export TOLLGATE_WASM := $(abspath $(WASM))
 export TOLLGATE_CLI := $(abspath $(CLI))
 export TOLLGATE_NATIVE_LIB := $(abspath $(NATIVE_LIB))
 
-.PHONY: help build wasm cli native toolchain venv envoy-up envoy-down test lint bench clean
+.PHONY: help build wasm cli native toolchain venv envoy-up envoy-down test lint bench bench-instructions clean
 
 help:
 	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -104,6 +104,11 @@ $(PEERS_STAMP): bench/requirements-peers.txt
 bench: build venv $(BENCH_TOOL) $(FLOOR_WASM)
 	@if [ "$${BENCH_PEERS:-0}" = 1 ]; then $(MAKE) --no-print-directory $(PEERS_STAMP); fi
 	$(VENV)/bin/python bench/run.py
+
+# Instructions per request (valgrind's callgrind), plain Envoy against the
+# native build: the noise-free A/B measure; see BENCHMARKS.md.
+bench-instructions: build venv $(BENCH_TOOL)
+	$(VENV)/bin/python bench/instructions.py
 
 clean:
 	cargo clean
