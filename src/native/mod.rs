@@ -88,12 +88,45 @@ pub struct Config {
     bytes: Arc<[u8]>,
     /// (stat base name, label names joined by `,`) → (kind, Envoy's id).
     metrics: HashMap<(String, String), (u32, usize)>,
+    /// Histogram series known from the config, defined without labels (the
+    /// labels are in the name, for the bootstrap's tag rules, as the wasm
+    /// build names its stats): full stat name → Envoy's id.
+    plain_histograms: HashMap<Vec<u8>, usize>,
     /// Counter and gauge changes, summed and sent on an interval (none with
     /// `stats_flush_interval_ms: 0`: sent at once).
     flusher: Option<batch::Flusher>,
 }
 
 static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
+
+/// At most this many histogram series are defined ahead (each costs Envoy
+/// a few KiB); a larger config records its histograms with labels.
+const MAX_PLAIN_HISTOGRAMS: usize = 512;
+
+/// The full stat names of every request-duration and time-to-first-token
+/// series the config can produce: a team, a model it may call, and a
+/// provider of that model's deployments. Recording into a series defined
+/// with labels costs Envoy a lookup by the label values on every value;
+/// one defined whole costs none. Empty if there are too many.
+fn histogram_series(gw: &config::Gateway) -> Vec<String> {
+    let mut out = Vec::new();
+    for team in &gw.teams {
+        for model in gw.models.iter().enumerate().filter(|(m, _)| team.may_use(*m)).map(|(_, model)| model) {
+            let mut providers: Vec<&str> = model.deployments.iter().filter_map(|&d| gw.deployments.get(d)).map(|d| d.provider.name()).collect();
+            providers.sort_unstable();
+            providers.dedup();
+            for provider in providers {
+                for metric in [Metric::Duration, Metric::TimeToFirstToken] {
+                    out.push(crate::metrics::name(metric, &[("team", &team.id), ("model", &model.name), ("provider", provider)]));
+                }
+            }
+        }
+    }
+    if out.len() > MAX_PLAIN_HISTOGRAMS {
+        out.clear();
+    }
+    out
+}
 
 /// One metric the filter defined (by its stat name), as recorded here.
 pub(crate) struct MetricSlot {
@@ -193,6 +226,10 @@ impl Worker {
 
     /// The Envoy metric for a stat name `base;label=value;…`.
     pub fn config_metric(&self, kind: u32, name: &[u8]) -> MetricSlot {
+        if let Some(&id) = self.config().and_then(|c| c.plain_histograms.get(name)).filter(|_| kind == HISTOGRAM) {
+            let batch = self.config().and_then(|c| c.flusher.as_ref()).and_then(|f| f.batch.register(kind, id, &[]).map(|n| (Arc::clone(&f.batch), n)));
+            return MetricSlot { kind, batch, envoy_id: Some(id), values: Vec::new(), name: name.to_vec() };
+        }
         let text = String::from_utf8_lossy(name);
         let mut parts = text.split(SEPARATOR);
         let base = parts.next().unwrap_or_default().to_string();
@@ -336,11 +373,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEn
         let compiled = config::compile(&file, &ProcessEnv).map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         match config::native_unsupported(&compiled.gateway) {
             Some(why) => Err(vec![why.to_string()]),
-            None => Ok(compiled.gateway.stats_flush_ms),
+            None => Ok((compiled.gateway.stats_flush_ms, histogram_series(&compiled.gateway))),
         }
     });
-    let flush_ms = match checked {
-        Ok(ms) => ms,
+    let (flush_ms, series) = match checked {
+        Ok(found) => found,
         Err(errors) => {
             for e in errors {
                 log_message(4, format!("invalid config: {e}").as_bytes());
@@ -369,8 +406,18 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(envoy: ConfigEn
             }
         }
     }
+    let mut plain_histograms = HashMap::new();
+    for name in series {
+        let (mut id, mut no_labels) = (0usize, Vec::<ModuleBuffer>::new());
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_define_histogram(envoy, ModuleBuffer::of(name.as_bytes()), no_labels.as_mut_ptr(), 0, &mut id)
+        };
+        if result == abi::METRICS_SUCCESS {
+            plain_histograms.insert(name.into_bytes(), id);
+        }
+    }
     let flusher = (flush_ms > 0).then(|| batch::Flusher::start(envoy, std::time::Duration::from_millis(flush_ms))).flatten();
-    let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics, flusher };
+    let config = Config { id: NEXT_CONFIG.fetch_add(1, Ordering::Relaxed), bytes, metrics, plain_histograms, flusher };
     if let Ok(mut live) = LIVE.lock() {
         live.insert(config.id);
     }
