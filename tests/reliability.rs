@@ -70,7 +70,13 @@ fn a_failing_deployment_is_cooled_down_across_workers() {
         &config("routing_strategy: simple-shuffle, allowed_fails: 1, cooldown_time: 60", &[(base.clone(), ""), (base, "")], ""),
         &standard_env(),
     );
-    let statuses: Vec<u16> = (0..30).map(|_| gw.chat(ALPHA_KEY, "m").status).collect();
+    // Requests until dep-0 has failed twice (shuffled, it is picked at
+    // random: within ten requests only 99% of the time), then twenty more.
+    let mut statuses: Vec<u16> = Vec::new();
+    while statuses.iter().filter(|&&st| st == 500).count() < 2 && statuses.len() < 200 {
+        statuses.push(gw.chat(ALPHA_KEY, "m").status);
+    }
+    statuses.extend((0..20).map(|_| gw.chat(ALPHA_KEY, "m").status));
     let s = served(&up);
     // A second failure (more than allowed_fails: 1) puts dep-0 out for a
     // minute, on both workers.
