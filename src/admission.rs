@@ -491,7 +491,7 @@ pub fn header_edits<'a>(
     }
     for (name, _) in client.iter().filter(|(k, _)| k.starts_with(b"x-envoy-")) {
         let Ok(name) = std::str::from_utf8(name) else { continue };
-        if name.starts_with("x-envoy-") && !changes.iter().any(|(c, _)| *c == name) && !edits.iter().any(|(e, _)| *e == name) {
+        if !changes.iter().any(|(c, _)| *c == name) && !edits.iter().any(|(e, _)| *e == name) {
             edits.push((name, None));
         }
     }

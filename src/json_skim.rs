@@ -100,9 +100,7 @@ impl<'a> Cursor<'a> {
     /// `null` (`Some(None)`), or a whole number that fits in a u64; None
     /// for anything else (a sign, a fraction, an exponent, a string).
     pub fn u64_or_null(&mut self) -> Option<Option<u64>> {
-        self.ws();
-        if self.bytes.get(self.at..self.at + 4) == Some(b"null") {
-            self.at += 4;
+        if self.null() {
             return Some(None);
         }
         let mut n: u64 = 0;

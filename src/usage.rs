@@ -96,35 +96,40 @@ pub fn from_response(body: &[u8]) -> Option<Usage> {
 /// given twice, makes the object unreadable), without building anything.
 pub fn from_object(bytes: &[u8]) -> Option<Usage> {
     let mut wire = Wire::default();
+    let mut seen = Seen::default();
     let mut c = Cursor::new(bytes);
     json_skim::members(&mut c, |key, c| {
-        let count = match key {
-            b"prompt_tokens" => &mut wire.prompt_tokens,
-            b"completion_tokens" => &mut wire.completion_tokens,
-            b"input_tokens" => &mut wire.input_tokens,
-            b"output_tokens" => &mut wire.output_tokens,
-            b"cache_read_input_tokens" => &mut wire.cache_read_input_tokens,
-            b"cache_creation_input_tokens" => &mut wire.cache_creation_input_tokens,
+        let (bit, count) = match key {
+            b"prompt_tokens" => (0, &mut wire.prompt_tokens),
+            b"completion_tokens" => (1, &mut wire.completion_tokens),
+            b"input_tokens" => (2, &mut wire.input_tokens),
+            b"output_tokens" => (3, &mut wire.output_tokens),
+            b"cache_read_input_tokens" => (4, &mut wire.cache_read_input_tokens),
+            b"cache_creation_input_tokens" => (5, &mut wire.cache_creation_input_tokens),
             b"prompt_tokens_details" => {
-                let mut details = PromptDetails::default();
+                seen.first(6)?;
+                let (mut details, mut inner) = (PromptDetails::default(), Seen::default());
                 let given = object(c, |key, c| match key {
-                    b"cached_tokens" => once(&mut details.cached_tokens, c),
+                    b"cached_tokens" => inner.read(0, &mut details.cached_tokens, c),
                     _ => c.skip_value(),
                 })?;
-                return set_once(&mut wire.prompt_tokens_details, given.then_some(details));
+                wire.prompt_tokens_details = given.then_some(details);
+                return Some(());
             }
             b"cache_creation" => {
-                let mut split = CacheCreation::default();
+                seen.first(7)?;
+                let (mut split, mut inner) = (CacheCreation::default(), Seen::default());
                 let given = object(c, |key, c| match key {
-                    b"ephemeral_5m_input_tokens" => once(&mut split.ephemeral_5m_input_tokens, c),
-                    b"ephemeral_1h_input_tokens" => once(&mut split.ephemeral_1h_input_tokens, c),
+                    b"ephemeral_5m_input_tokens" => inner.read(0, &mut split.ephemeral_5m_input_tokens, c),
+                    b"ephemeral_1h_input_tokens" => inner.read(1, &mut split.ephemeral_1h_input_tokens, c),
                     _ => c.skip_value(),
                 })?;
-                return set_once(&mut wire.cache_creation, given.then_some(split));
+                wire.cache_creation = given.then_some(split);
+                return Some(());
             }
             _ => return c.skip_value(),
         };
-        once(count, c)
+        seen.read(bit, count, c)
     })?;
     from_wire(wire)
 }
@@ -137,19 +142,27 @@ fn object(c: &mut Cursor, member: impl FnMut(&[u8], &mut Cursor) -> Option<()>) 
     json_skim::members(c, member).map(|()| true)
 }
 
-/// Reads a count into a field not read before.
-fn once(field: &mut Option<u64>, c: &mut Cursor) -> Option<()> {
-    let value = c.u64_or_null()?;
-    set_once(field, value)
-}
+/// The known fields (by number) an object has given so far: serde refuses a
+/// field given twice (null included), and so does this.
+#[derive(Default)]
+struct Seen(u8);
 
-/// serde refuses a field given twice; so does this.
-fn set_once<T>(field: &mut Option<T>, value: Option<T>) -> Option<()> {
-    if field.is_some() {
-        return None;
+impl Seen {
+    fn first(&mut self, bit: u8) -> Option<()> {
+        let mask = 1u8.checked_shl(u32::from(bit))?;
+        if self.0 & mask != 0 {
+            return None;
+        }
+        self.0 |= mask;
+        Some(())
     }
-    *field = value;
-    Some(())
+
+    /// Reads a count (or null) into a field given for the first time.
+    fn read(&mut self, bit: u8, field: &mut Option<u64>, c: &mut Cursor) -> Option<()> {
+        self.first(bit)?;
+        *field = c.u64_or_null()?;
+        Some(())
+    }
 }
 
 /// A parsed `usage` object to a [`Usage`]; None if it carries no counts.
@@ -239,6 +252,9 @@ mod tests {
             br#"{"input_tokens":3,"cache_creation":null,"server_tool_use":{"web_search_requests":1}}"#,
             br#"{"prompt_tokens":7}"#,
             br#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            br#"{"prompt_tokens":null,"prompt_tokens":2}"#,
+            br#"{"prompt_tokens":1,"prompt_tokens_details":null,"prompt_tokens_details":{"cached_tokens":1}}"#,
+            br#"{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":null,"cached_tokens":1}}"#,
             br#"{"prompt_tokens":1.0}"#,
             br#"{"prompt_tokens":-3}"#,
             br#"{"prompt_tokens":"3"}"#,

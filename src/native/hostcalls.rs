@@ -174,37 +174,39 @@ pub extern "C" fn proxy_set_tick_period_milliseconds(_period: u32) -> u32 {
     OK
 }
 
-/// The body a wasm filter would see: what Envoy buffered so far, and the
-/// chunk now arriving (unless Envoy already moved it into the buffer).
-/// The length of what [`body_chunks`] returns, without reading the chunks.
-pub(super) unsafe fn body_size(filter: abi::FilterEnvoy, request: bool) -> usize {
-    let (buffered, received) = if request {
+/// The (buffered, received) body types of the request or the response.
+fn body_types(request: bool) -> (u32, u32) {
+    if request {
         (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
     } else {
         (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
-    };
-    let received_size = abi::envoy_dynamic_module_callback_http_get_body_size(filter, received);
-    if received_is_buffer(filter, request) {
-        received_size
-    } else {
-        abi::envoy_dynamic_module_callback_http_get_body_size(filter, buffered).saturating_add(received_size)
     }
 }
 
+/// The body types [`body_chunks`] reads, in order: the received chunk
+/// alone when Envoy already moved it into the buffer, else the buffer and
+/// then the chunk.
+unsafe fn body_kinds(filter: abi::FilterEnvoy, request: bool) -> ([u32; 2], usize) {
+    let (buffered, received) = body_types(request);
+    if received_is_buffer(filter, request) {
+        ([received, received], 1)
+    } else {
+        ([buffered, received], 2)
+    }
+}
+
+/// The length of what [`body_chunks`] returns, without reading the chunks.
+pub(super) unsafe fn body_size(filter: abi::FilterEnvoy, request: bool) -> usize {
+    let (kinds, n) = body_kinds(filter, request);
+    kinds.iter().take(n).map(|&kind| abi::envoy_dynamic_module_callback_http_get_body_size(filter, kind)).fold(0, usize::saturating_add)
+}
+
+/// The body a wasm filter would see: what Envoy buffered so far, and the
+/// chunk now arriving (unless Envoy already moved it into the buffer).
 pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
-    let (buffered, received) = if request {
-        (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
-    } else {
-        (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
-    };
-    let same = if request {
-        abi::envoy_dynamic_module_callback_http_received_buffered_request_body(filter)
-    } else {
-        abi::envoy_dynamic_module_callback_http_received_buffered_response_body(filter)
-    };
+    let (kinds, n) = body_kinds(filter, request);
     let mut out = Vec::new();
-    let kinds: &[u32] = if same { &[received] } else { &[buffered, received] };
-    for &kind in kinds {
+    for &kind in kinds.iter().take(n) {
         let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
         if n == 0 {
             continue;
@@ -315,11 +317,7 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
     }
     unsafe {
         let new = splice(&body_chunks(filter, request), start, size, slice(data, len));
-        let (buffered, received) = if request {
-            (abi::BUFFERED_REQUEST_BODY, abi::RECEIVED_REQUEST_BODY)
-        } else {
-            (abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY)
-        };
+        let (buffered, received) = body_types(request);
         let held = |kind| abi::envoy_dynamic_module_callback_http_get_body_size(filter, kind);
         let (in_buffer, in_received) = (held(buffered), held(received));
         // The new body goes where the old one was held: the buffer if

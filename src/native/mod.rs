@@ -117,13 +117,13 @@ fn histogram_series(gw: &config::Gateway) -> Vec<String> {
             providers.dedup();
             for provider in providers {
                 for metric in [Metric::Duration, Metric::TimeToFirstToken] {
+                    if out.len() == MAX_PLAIN_HISTOGRAMS {
+                        return Vec::new();
+                    }
                     out.push(crate::metrics::name(metric, &[("team", &team.id), ("model", &model.name), ("provider", provider)]));
                 }
             }
         }
-    }
-    if out.len() > MAX_PLAIN_HISTOGRAMS {
-        out.clear();
     }
     out
 }
