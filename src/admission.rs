@@ -429,13 +429,16 @@ fn decide(
         None => body.len(),
     };
 
-    let mut headers: Vec<(&'static str, Option<String>)> = vec![
+    // Room for every header below (one allocation).
+    let mut headers: Vec<(&'static str, Option<String>)> =
+        Vec::with_capacity(10 + CLIENT_CREDENTIAL_HEADERS.len() + CLIENT_ACCOUNT_HEADERS.len());
+    headers.extend([
         // The gateway owns the upstream URL: the client's query string is dropped.
         (":path", Some(path.to_string())),
         (":authority", Some(dep.authority.clone())),
         (CLUSTER_HEADER, Some(dep.cluster.clone())),
         ("content-length", Some(body_len.to_string())),
-    ];
+    ]);
     for name in CLIENT_CREDENTIAL_HEADERS {
         match dep.auth_headers.iter().find(|(h, _)| *h == name) {
             Some((_, value)) => headers.push((name, Some(value.clone()))),
@@ -478,24 +481,60 @@ pub fn header_edits<'a>(
     client: &'a HeaderList,
     changes: &'a [(&'static str, Option<String>)],
 ) -> Vec<(&'a str, Option<&'a str>)> {
-    let mut edits: Vec<(&'a str, Option<&'a str>)> = Vec::with_capacity(changes.len());
-    for (name, value) in changes {
-        let mut sent = client.iter().filter(|(k, _)| *k == name.as_bytes()).map(|(_, v)| v);
-        let (first, more) = (sent.next(), sent.next().is_some());
-        match value {
-            Some(v) if first == Some(v.as_bytes()) && !more => {}
-            Some(v) => edits.push((name, Some(v.as_str()))),
-            None if first.is_some() => edits.push((name, None)),
+    // One pass over the client's headers. For each change: whether the
+    // client sent its header, whether more than once, and whether the
+    // first value already equals the change's. Names are compared by
+    // length and first byte before their bytes (most pairs differ there).
+    let mut small = [Seen::default(); 24];
+    let mut large = Vec::new();
+    let seen: &mut [Seen] = match small.get_mut(..changes.len()) {
+        Some(s) => s,
+        None => {
+            large.resize(changes.len(), Seen::default());
+            &mut large
+        }
+    };
+    let mut stray: Vec<&'a str> = Vec::new();
+    for (name, value) in client.iter() {
+        let first = name.first().copied();
+        let hit = changes
+            .iter()
+            .position(|(c, _)| c.len() == name.len() && c.as_bytes().first().copied() == first && c.as_bytes() == name);
+        match hit.and_then(|i| seen.get_mut(i).zip(changes.get(i))) {
+            Some((s, (_, wanted))) => {
+                if s.count == 0 {
+                    s.first_equal = wanted.as_deref().map(str::as_bytes) == Some(value);
+                }
+                s.count = s.count.saturating_add(1);
+            }
+            None if name.starts_with(b"x-envoy-") => {
+                if let Ok(name) = std::str::from_utf8(name) {
+                    if !stray.contains(&name) {
+                        stray.push(name);
+                    }
+                }
+            }
             None => {}
         }
     }
-    for (name, _) in client.iter().filter(|(k, _)| k.starts_with(b"x-envoy-")) {
-        let Ok(name) = std::str::from_utf8(name) else { continue };
-        if !changes.iter().any(|(c, _)| *c == name) && !edits.iter().any(|(e, _)| *e == name) {
-            edits.push((name, None));
+    let mut edits: Vec<(&'a str, Option<&'a str>)> = Vec::with_capacity(changes.len() + stray.len());
+    for ((name, value), s) in changes.iter().zip(seen.iter()) {
+        match value {
+            Some(_) if s.count == 1 && s.first_equal => {}
+            Some(v) => edits.push((name, Some(v.as_str()))),
+            None if s.count > 0 => edits.push((name, None)),
+            None => {}
         }
     }
+    edits.extend(stray.into_iter().map(|name| (name, None)));
     edits
+}
+
+/// What [`header_edits`] saw of one change's header among the client's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    count: u32,
+    first_equal: bool,
 }
 
 fn scan_error(e: ScanError) -> ApiError {

@@ -188,7 +188,7 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// scan's inner loop: 16 bytes at a time with SSE2 on x86-64 (every x86-64
 /// CPU has it), 8 at a time (SWAR) elsewhere, and the tail byte by byte.
 #[inline]
-fn plain_len(s: &[u8]) -> (usize, bool) {
+pub(crate) fn plain_len(s: &[u8]) -> (usize, bool) {
     let (off, high) = wide_plain_len(s);
     let tail = s.get(off..).unwrap_or_default();
     let n = tail
@@ -482,6 +482,10 @@ fn match_key(token: &[u8], escaped: bool) -> Result<Option<TopKey>, ScanError> {
 /// Whether `key` equals the lower-case ASCII `name` under simple case folding
 /// (as Go's encoding/json compares keys).
 fn folds_to(key: &[u8], name: &str) -> bool {
+    // ASCII keys (nearly all) fold as ASCII: no decoding.
+    if key.is_ascii() {
+        return key.eq_ignore_ascii_case(name.as_bytes());
+    }
     let Ok(key) = std::str::from_utf8(key) else { return false };
     let mut folded = key.chars().map(|c| match c {
         '\u{17F}' => 's',

@@ -50,7 +50,7 @@ impl<'a> Cursor<'a> {
         }
         let mut at = start + 1;
         loop {
-            at += self.bytes.get(at..)?.iter().position(|&b| b == b'"' || b == b'\\')?;
+            at += quote_or_backslash(self.bytes.get(at..)?)?;
             match self.bytes.get(at)? {
                 b'"' => break,
                 _ => at += 2,
@@ -68,7 +68,7 @@ impl<'a> Cursor<'a> {
             b'{' | b'[' => {
                 let mut depth = 0usize;
                 loop {
-                    self.at += self.bytes.get(self.at..)?.iter().position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))?;
+                    self.at += structural(self.bytes.get(self.at..)?)?;
                     match self.peek()? {
                         b'"' => {
                             self.string()?;
@@ -125,6 +125,78 @@ impl<'a> Cursor<'a> {
             false
         }
     }
+}
+
+/// The index of the first `"` or `\\` in `s`: 16 bytes at a time with
+/// SSE2 on x86-64 (a string's end is most often in the first block), then
+/// byte by byte.
+#[inline]
+fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    #[cfg(not(target_arch = "x86_64"))]
+    let off = 0usize;
+    #[cfg(target_arch = "x86_64")]
+    let off = {
+        let mut off = 0usize;
+        for block in s.chunks_exact(16) {
+            use std::arch::x86_64::{
+                _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+            };
+            // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads
+            // the 16 bytes of `block`, unaligned.
+            let mask = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().cast());
+                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                _mm_movemask_epi8(_mm_or_si128(quote, backslash))
+            };
+            if mask != 0 {
+                return Some(off + mask.trailing_zeros() as usize);
+            }
+            off += 16;
+        }
+        off
+    };
+    let tail = s.get(off..)?;
+    tail.iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|n| off + n)
+}
+
+/// The index of the first `"`, `{`, `}`, `[` or `]` in `s`: 16 bytes at a
+/// time with SSE2 on x86-64, then byte by byte. (`[` and `{`, `]` and `}`
+/// differ only in the 0x20 bit, so two compares find all four brackets.)
+#[inline]
+fn structural(s: &[u8]) -> Option<usize> {
+    #[cfg(not(target_arch = "x86_64"))]
+    let off = 0usize;
+    #[cfg(target_arch = "x86_64")]
+    let off = {
+        let mut off = 0usize;
+        for block in s.chunks_exact(16) {
+            use std::arch::x86_64::{
+                _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+            };
+            // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads
+            // the 16 bytes of `block`, unaligned.
+            let mask = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().cast());
+                let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                let open = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8));
+                let close = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8));
+                _mm_movemask_epi8(_mm_or_si128(quote, _mm_or_si128(open, close)))
+            };
+            if mask != 0 {
+                return Some(off + mask.trailing_zeros() as usize);
+            }
+            off += 16;
+        }
+        off
+    };
+    let tail = s.get(off..)?;
+    tail.iter()
+        .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
+        .map(|n| off + n)
 }
 
 /// Calls `member` for each member of the object at the cursor, with the
@@ -200,6 +272,47 @@ mod tests {
         }
         assert_eq!(top_value(br#"{"usage":1,"usage":2}"#, "usage"), None);
         assert_eq!(top_value(b"{}", "usage"), None);
+    }
+
+    #[test]
+    fn structural_matches_naive() {
+        let special = [b'"', b'{', b'}', b'[', b']', b'\\'];
+        // Bytes one bit away from the brackets must not match.
+        let filler = [
+            b'a', b';', b'=', b'\\', 0x5f, 0x7f, 0x80, 0xfb, 0xdb, b' ', 0,
+        ];
+        for len in 0..40usize {
+            for pos in 0..=len {
+                for &sp in &special {
+                    for &f in &filler {
+                        let mut v = vec![f; len];
+                        if let Some(b) = v.get_mut(pos) {
+                            *b = sp;
+                        }
+                        let naive = v
+                            .iter()
+                            .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'));
+                        assert_eq!(structural(&v), naive, "{v:?}");
+                        let naive = v.iter().position(|&b| b == b'"' || b == b'\\');
+                        assert_eq!(quote_or_backslash(&v), naive, "{v:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_strings_and_raw_control_bytes() {
+        let long = "x".repeat(100);
+        let body = format!(r#"{{"a":"{long}\"{long}","b":["{long}{{","\\"],"usage":{{"n":1}}}}"#);
+        assert_eq!(
+            top_value(body.as_bytes(), "usage"),
+            Some(&br#"{"n":1}"#[..])
+        );
+        assert_eq!(
+            top_value(b"{\"a\":\"x\ty\",\"usage\":2}", "usage"),
+            Some(&b"2"[..])
+        );
     }
 
     #[test]

@@ -151,11 +151,15 @@ impl DeploymentState {
 /// is a fresh random number; `n` counts this worker's requests, to break
 /// ties in turn.
 pub fn pick(strategy: Strategy, candidates: &[Candidate], state: &ModelState, now_ms: u64, random: u64, n: u64) -> Option<usize> {
-    let all: Vec<usize> = (0..candidates.len()).collect();
+    // One deployment is the answer whatever its state (a cooled-down one
+    // is skipped only while another is open).
+    if candidates.len() == 1 {
+        return Some(0);
+    }
     // Cooled-down deployments are skipped, unless all are.
-    let mut open: Vec<usize> = all.iter().copied().filter(|&i| !state.get(i).cooled_down(now_ms)).collect();
+    let mut open: Vec<usize> = (0..candidates.len()).filter(|&i| !state.get(i).cooled_down(now_ms)).collect();
     if open.is_empty() {
-        open = all;
+        open = (0..candidates.len()).collect();
     }
     let cand = |i: usize| candidates.get(i).copied();
     match strategy {

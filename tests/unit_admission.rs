@@ -828,3 +828,24 @@ fn header_edits_change_only_what_differs() {
         ]
     );
 }
+
+#[test]
+fn header_edits_handle_repeats_and_many_changes() {
+    use tollgate::admission::header_edits;
+    let pairs: Vec<(&str, &[u8])> = [("x-envoy-retry-on", "5xx"), ("x-b", "1"), ("x-envoy-retry-on", "reset"), ("x-a", "same")]
+        .iter()
+        .map(|(k, v)| (*k, v.as_bytes()))
+        .collect();
+    let client = tollgate::header_list::HeaderList::from_pairs(&pairs);
+    // More changes than header_edits keeps on its stack, the two sent ones last.
+    let names: Vec<&'static str> = (0..30).map(|i| &*Box::leak(format!("x-h{i}").into_boxed_str())).collect();
+    let mut changes: Vec<(&'static str, Option<String>)> = names.iter().map(|n| (*n, None)).collect();
+    changes.push(("x-a", Some("same".into())));
+    changes.push(("x-b", Some("2".into())));
+    changes.push(("x-h0", Some("new".into())));
+    assert_eq!(
+        header_edits(&client, &changes),
+        vec![("x-b", Some("2")), ("x-h0", Some("new")), ("x-envoy-retry-on", None)],
+        "a header sent twice is removed once; absent headers are not removed; equal values are left"
+    );
+}

@@ -206,13 +206,23 @@ pub(super) unsafe fn body_size(filter: abi::FilterEnvoy, request: bool) -> usize
 pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
     let (kinds, n) = body_kinds(filter, request);
     let mut out = Vec::new();
+    // A body is a few chunks as a rule: their list is read onto the stack.
+    let mut small = [EnvoyBuffer::EMPTY; 16];
     for &kind in kinds.iter().take(n) {
         let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
         if n == 0 {
             continue;
         }
-        let mut chunks = vec![EnvoyBuffer::EMPTY; n];
+        let mut large = Vec::new();
+        let chunks: &mut [EnvoyBuffer] = match small.get_mut(..n) {
+            Some(s) => s,
+            None => {
+                large.resize(n, EnvoyBuffer::EMPTY);
+                &mut large
+            }
+        };
         if abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
+            out.reserve(n);
             out.extend(chunks.iter().map(|c| c.bytes()));
         }
     }
