@@ -207,10 +207,12 @@ fn wide_plain_len(s: &[u8]) -> (usize, bool) {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    let mut off = 0usize;
+    // Long runs go 64 bytes at a time first, up to the block that holds
+    // the special byte; the loop below then finds it.
+    let (mut off, bulk_high) = bulk_plain_len(s);
     // The OR of the blocks before the current one: their high bits.
-    let mut high = 0i32;
-    for block in s.chunks_exact(16) {
+    let mut high = i32::from(bulk_high);
+    for block in s.get(off..).unwrap_or_default().chunks_exact(16) {
         // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads
         // the 16 bytes of `block`, unaligned.
         let (mask, top) = unsafe {
@@ -231,6 +233,93 @@ fn wide_plain_len(s: &[u8]) -> (usize, bool) {
         off += 16;
     }
     (off, high != 0)
+}
+
+/// The length of the whole 64-byte blocks at the start of `s` that hold no
+/// special byte (stopping at the first that does), and whether any of
+/// their bytes is non-ASCII. With AVX2 where the CPU has it, else SSE2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn bulk_plain_len(s: &[u8]) -> (usize, bool) {
+    if s.len() < 64 {
+        return (0, false);
+    }
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        unsafe { bulk_plain_len_avx2(s) }
+    } else {
+        bulk_plain_len_sse2(s)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bulk_plain_len_avx2(s: &[u8]) -> (usize, bool) {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8, _mm256_setzero_si256, _mm256_testz_si256,
+    };
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn special(v: __m256i) -> __m256i {
+        let quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'"' as i8));
+        let backslash = _mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\\' as i8));
+        let control = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
+        _mm256_or_si256(_mm256_or_si256(quote, backslash), control)
+    }
+    let mut off = 0usize;
+    let mut high = _mm256_setzero_si256();
+    for block in s.chunks_exact(64) {
+        // SAFETY: both loads read within the 64 bytes of `block`, unaligned.
+        let (a, b) = (_mm256_loadu_si256(block.as_ptr().cast()), _mm256_loadu_si256(block.as_ptr().add(32).cast()));
+        let found = _mm256_or_si256(special(a), special(b));
+        if _mm256_testz_si256(found, found) == 0 {
+            break;
+        }
+        high = _mm256_or_si256(high, _mm256_or_si256(a, b));
+        off += 64;
+    }
+    (off, _mm256_movemask_epi8(high) != 0)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn bulk_plain_len_sse2(s: &[u8]) -> (usize, bool) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128,
+    };
+    #[inline]
+    fn special(v: __m128i) -> __m128i {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe {
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+            _mm_or_si128(_mm_or_si128(quote, backslash), control)
+        }
+    }
+    let mut off = 0usize;
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    let mut high = unsafe { _mm_setzero_si128() };
+    for block in s.chunks_exact(64) {
+        // SAFETY: the four loads read within the 64 bytes of `block`, unaligned.
+        let found = unsafe {
+            let p = block.as_ptr();
+            let (a, b, c, d) =
+                (_mm_loadu_si128(p.cast()), _mm_loadu_si128(p.add(16).cast()), _mm_loadu_si128(p.add(32).cast()), _mm_loadu_si128(p.add(48).cast()));
+            let found = _mm_or_si128(_mm_or_si128(special(a), special(b)), _mm_or_si128(special(c), special(d)));
+            if _mm_movemask_epi8(found) == 0 {
+                high = _mm_or_si128(high, _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)));
+            }
+            _mm_movemask_epi8(found) != 0
+        };
+        if found {
+            break;
+        }
+        off += 64;
+    }
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    (off, unsafe { _mm_movemask_epi8(high) } != 0)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -1384,6 +1473,41 @@ mod tests {
             let t = scan(body.as_bytes()).unwrap();
             let m = t.get(TopKey::Model).unwrap();
             assert_eq!(&body[m.start..m.end], enc);
+        }
+    }
+
+    #[test]
+    fn plain_len_matches_naive_on_long_runs() {
+        // Long enough for the 64-byte blocks: the special byte in each
+        // position of each block, after ASCII or non-ASCII filler.
+        let special = [b'"', b'\\', 0u8, 0x1f];
+        for len in [63usize, 64, 65, 127, 128, 129, 200, 257] {
+            for pos in 0..=len {
+                for &sp in &special {
+                    for (f, high_at) in [(b'a', None), (b'a', Some(3usize)), (b'a', Some(len.saturating_sub(2)))] {
+                        let mut v = vec![f; len];
+                        if let Some(h) = high_at.filter(|&h| h < len) {
+                            v[h] = 0xc3;
+                        }
+                        if pos < len {
+                            v[pos] = sp;
+                        }
+                        let naive = v.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(v.len());
+                        let high = v[..naive].iter().any(|&c| c >= 0x80);
+                        assert_eq!(plain_len(&v), (naive, high), "len {len} pos {pos} special {sp} high {high_at:?}");
+                        #[cfg(target_arch = "x86_64")]
+                        {
+                            // Both bulk variants stop at a block boundary at or before the byte.
+                            let (n, h) = bulk_plain_len_sse2(&v);
+                            assert!(n % 64 == 0 && n <= naive && naive - n < 64 + 64 * usize::from(naive == len), "sse2 {n} vs {naive}");
+                            assert_eq!(h, v[..n].iter().any(|&c| c >= 0x80));
+                            if std::arch::is_x86_feature_detected!("avx2") {
+                                assert_eq!(unsafe { bulk_plain_len_avx2(&v) }, (n, h), "avx2 and sse2 agree");
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
