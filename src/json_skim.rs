@@ -127,76 +127,72 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The index of the first `"` or `\\` in `s`: 16 bytes at a time with
-/// SSE2 on x86-64 (a string's end is most often in the first block), then
-/// byte by byte.
+/// The index of the first `"` or `\\` in `s` (a string's end is most
+/// often in the first block).
 #[inline]
 fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY (the closure): SSE2 is part of the x86-64 baseline.
+    let off = match blocks::first(s, |v| unsafe {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_or_si128, _mm_set1_epi8};
+        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)), _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)))
+    }) {
+        Ok(at) => return Some(at),
+        Err(off) => off,
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let off = 0usize;
-    #[cfg(target_arch = "x86_64")]
-    let off = {
-        let mut off = 0usize;
-        for block in s.chunks_exact(16) {
-            use std::arch::x86_64::{
-                _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-            };
-            // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads
-            // the 16 bytes of `block`, unaligned.
-            let mask = unsafe {
-                let v = _mm_loadu_si128(block.as_ptr().cast());
-                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                _mm_movemask_epi8(_mm_or_si128(quote, backslash))
-            };
-            if mask != 0 {
-                return Some(off + mask.trailing_zeros() as usize);
-            }
-            off += 16;
-        }
-        off
-    };
     let tail = s.get(off..)?;
-    tail.iter()
-        .position(|&b| b == b'"' || b == b'\\')
-        .map(|n| off + n)
+    tail.iter().position(|&b| b == b'"' || b == b'\\').map(|n| off + n)
 }
 
-/// The index of the first `"`, `{`, `}`, `[` or `]` in `s`: 16 bytes at a
-/// time with SSE2 on x86-64, then byte by byte. (`[` and `{`, `]` and `}`
-/// differ only in the 0x20 bit, so two compares find all four brackets.)
+/// The index of the first `"`, `{`, `}`, `[` or `]` in `s`. (`[` and `{`,
+/// `]` and `}` differ only in the 0x20 bit, so two compares find all four
+/// brackets.)
 #[inline]
 fn structural(s: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY (the closure): SSE2 is part of the x86-64 baseline.
+    let off = match blocks::first(s, |v| unsafe {
+        use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_or_si128, _mm_set1_epi8};
+        let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let open = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8));
+        let close = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8));
+        _mm_or_si128(quote, _mm_or_si128(open, close))
+    }) {
+        Ok(at) => return Some(at),
+        Err(off) => off,
+    };
     #[cfg(not(target_arch = "x86_64"))]
     let off = 0usize;
-    #[cfg(target_arch = "x86_64")]
-    let off = {
+    let tail = s.get(off..)?;
+    tail.iter().position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']')).map(|n| off + n)
+}
+
+/// Searching 16 bytes at a time with SSE2 (x86-64 only; the other targets
+/// search byte by byte).
+#[cfg(target_arch = "x86_64")]
+mod blocks {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8};
+
+    /// The index of the first byte `picks` marks (0xff in its result) in
+    /// the whole 16-byte blocks of `s`; else `Err` with the length of those
+    /// blocks, for the caller to search the tail.
+    #[inline]
+    pub fn first(s: &[u8], picks: impl Fn(__m128i) -> __m128i) -> Result<usize, usize> {
         let mut off = 0usize;
         for block in s.chunks_exact(16) {
-            use std::arch::x86_64::{
-                _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-            };
             // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads
             // the 16 bytes of `block`, unaligned.
-            let mask = unsafe {
-                let v = _mm_loadu_si128(block.as_ptr().cast());
-                let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
-                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                let open = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8));
-                let close = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8));
-                _mm_movemask_epi8(_mm_or_si128(quote, _mm_or_si128(open, close)))
-            };
+            let mask = unsafe { _mm_movemask_epi8(picks(_mm_loadu_si128(block.as_ptr().cast()))) };
             if mask != 0 {
-                return Some(off + mask.trailing_zeros() as usize);
+                return Ok(off + mask.trailing_zeros() as usize);
             }
             off += 16;
         }
-        off
-    };
-    let tail = s.get(off..)?;
-    tail.iter()
-        .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
-        .map(|n| off + n)
+        Err(off)
+    }
 }
 
 /// Calls `member` for each member of the object at the cursor, with the
