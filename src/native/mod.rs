@@ -226,8 +226,9 @@ impl Worker {
 
     /// The Envoy metric for a stat name `base;label=value;…`.
     pub fn config_metric(&self, kind: u32, name: &[u8]) -> MetricSlot {
-        if let Some(&id) = self.config().and_then(|c| c.plain_histograms.get(name)).filter(|_| kind == HISTOGRAM) {
-            let batch = self.config().and_then(|c| c.flusher.as_ref()).and_then(|f| f.batch.register(kind, id, &[]).map(|n| (Arc::clone(&f.batch), n)));
+        let config = self.config();
+        if let Some((c, &id)) = config.and_then(|c| Some((c, c.plain_histograms.get(name)?))).filter(|_| kind == HISTOGRAM) {
+            let batch = c.flusher.as_ref().and_then(|f| f.batch.register(kind, id, &[]).map(|n| (Arc::clone(&f.batch), n)));
             return MetricSlot { kind, batch, envoy_id: Some(id), values: Vec::new(), name: name.to_vec() };
         }
         let text = String::from_utf8_lossy(name);
@@ -235,12 +236,12 @@ impl Worker {
         let base = parts.next().unwrap_or_default().to_string();
         let (names, values): (Vec<&str>, Vec<Vec<u8>>) =
             parts.filter_map(|p| p.split_once('=')).map(|(k, v)| (k, v.as_bytes().to_vec())).unzip();
-        let found = self.config().and_then(|c| c.metrics.get(&(base, names.join(",")))).filter(|(k, _)| *k == kind);
+        let found = config.and_then(|c| c.metrics.get(&(base, names.join(",")))).filter(|(k, _)| *k == kind);
         if found.is_none() {
             log_message(3, format!("no Envoy metric is defined for {text}; its changes are dropped").as_bytes());
         }
         let envoy_id = found.map(|(_, id)| *id);
-        let batch = match (self.config().and_then(|c| c.flusher.as_ref()), envoy_id) {
+        let batch = match (config.and_then(|c| c.flusher.as_ref()), envoy_id) {
             (Some(f), Some(id)) => f.batch.register(kind, id, &values).map(|n| (Arc::clone(&f.batch), n)),
             _ => None,
         };
