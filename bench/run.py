@@ -14,14 +14,24 @@ upstream, through these arms:
             dynamic module) in place of tollgate.wasm
 
 The proxies under test run with --concurrency 1, pinned to CPU 0; the load
-generator and the upstreams are pinned to CPU 1. Rounds are interleaved and
-medians reported. Prints a Markdown table and writes bench/results.json.
+generator and the upstreams are pinned to CPU 1. Rounds are interleaved
+(every arm measured in each, in a shuffled order) and medians reported; an
+arm's extra CPU is the median of its rounds' differences from plain Envoy.
+Prints a Markdown table and writes bench/results.json.
+
+Latency at one connection is measured in pairs: PAIRS times, every arm gets
+one short slice (SLICE seconds) in a shuffled order, and an arm's added
+latency is the median, over the pairs, of its p50 minus plain Envoy's p50 in
+the same pair (with the quartiles of those differences). Drift in the host's
+speed, which moves every arm within a pair alike, cancels out; measured a
+minute apart it did not. Streaming is paired the same way.
 
 With BENCH_PEERS=1 the same workload also goes through LiteLLM proxy and
 TensorZero's gateway (installed by make into .venv-peers), each given the
 same single core as the proxies.
 
-Environment: ROUNDS (3), DURATION (2 s per measurement), RATE (1000 rps for
+Environment: ROUNDS (3), DURATION (2 s per CPU and throughput measurement),
+PAIRS (20) and SLICE (0.4 s) for latency, RATE (1000 rps for
 the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
 SOAK_ARM (tollgate, or native), SIZES (1KB,10KB,100KB: which body sizes),
 BENCH_PEERS (0), AWAKE (1: keep both cores
@@ -31,6 +41,7 @@ them halt, and every request then pays the VM's wake-up).
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -55,6 +66,10 @@ SOAK_ARM = os.environ.get("SOAK_ARM", "tollgate")
 PEERS = os.environ.get("BENCH_PEERS", "0") == "1"
 AWAKE = os.environ.get("AWAKE", "1") == "1"
 STREAM_REQUESTS = int(os.environ.get("STREAM_REQUESTS", "50"))
+PAIRS = int(os.environ.get("PAIRS", "20"))
+SLICE = float(os.environ.get("SLICE", "0.4"))
+# Streamed requests per arm in one slice of a round (STREAM_REQUESTS a round).
+STREAM_SLICE = 10
 PEERS_PY = str(ROOT / ".venv-peers/bin/python")
 PEERS_LITELLM = str(ROOT / ".venv-peers/bin/litellm")
 LITELLM_KEY = "sk-bench-litellm-master"
@@ -161,9 +176,9 @@ class Arm:
         self.port, self.path, self.key, self.bodies = port, path, key, bodies
 
 
-def load(arm, label, connections=1, rate=0, duration=DURATION):
+def load(arm, label, connections=1, rate=0, duration=DURATION, warmup=0.5):
     argv = [LOAD, "load", "--url", f"http://127.0.0.1:{arm.port}{arm.path}", "--body-file", str(arm.bodies[label]),
-            "--connections", str(connections), "--duration", str(duration), "--warmup", "0.5",
+            "--connections", str(connections), "--duration", str(duration), "--warmup", str(warmup),
             "--header", f"authorization: Bearer {arm.key}"]
     if rate:
         argv += ["--rate", str(rate)]
@@ -378,14 +393,15 @@ user_access:
     results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": [], "sat_us": []} for arm in arms} for label, _ in SIZES}
     stream_arms = {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"], "native": ports["tn"]}
     streaming = {arm: {"ttft": [], "gap": []} for arm in stream_arms}
+    shuffle = random.Random(1).shuffle
     for r in range(ROUNDS):
         print(f"round {r + 1}/{ROUNDS}", file=sys.stderr)
         for label, _ in SIZES:
-            for arm, where in arms.items():
+            order = list(arms)
+            shuffle(order)
+            for arm in order:
+                where = arms[arm]
                 res = results[label][arm]
-                one = load(where, label)
-                res["p50"].append(one["p50_us"])
-                res["p99"].append(one["p99_us"])
                 before = cpu_ns(procs[arm].pid) if arm in procs else 0
                 saturated = load(where, label, connections=16)
                 res["max_rps"].append(saturated["rps"])
@@ -395,12 +411,35 @@ user_access:
                     before = cpu_ns(procs[arm].pid)
                     fixed = load(where, label, connections=4, rate=RATE)
                     res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
-        for arm, port in stream_arms.items():
-            s = stream(port, stream_body)
-            streaming[arm]["ttft"].append(s["ttft_p50_us"])
-            streaming[arm]["gap"].append(s["gap_p50_us"])
+        for _ in range(max(STREAM_REQUESTS // STREAM_SLICE, 1)):
+            order = list(stream_arms)
+            shuffle(order)
+            for arm in order:
+                s = stream(stream_arms[arm], stream_body, requests=STREAM_SLICE)
+                streaming[arm]["ttft"].append(s["ttft_p50_us"])
+                streaming[arm]["gap"].append(s["gap_p50_us"])
+    print(f"latency: {PAIRS} pairs of {SLICE} s slices at one connection", file=sys.stderr)
+    for _ in range(PAIRS):
+        for label, _ in SIZES:
+            order = list(arms)
+            shuffle(order)
+            for arm in order:
+                one = load(arms[arm], label, duration=SLICE, warmup=0.1)
+                results[label][arm]["p50"].append(one["p50_us"])
+                results[label][arm]["p99"].append(one["p99_us"])
 
     med = statistics.median
+
+    def paired(mine, base):
+        """The median and quartiles of the pairwise differences."""
+        d = sorted(a - b for a, b in zip(mine, base))
+        q = statistics.quantiles(d, n=4) if len(d) > 1 else [d[0], d[0], d[0]]
+        return med(d), q[0], q[2]
+
+    def added(mine, base):
+        m, lo, hi = paired(mine, base)
+        return f"{m:+.0f} ({lo:+.0f} to {hi:+.0f})"
+
     rss = {arm: rss_kib(p.pid) for arm, p in procs.items()}
     soak = []
     if SOAK:
@@ -410,51 +449,56 @@ user_access:
             load(arms[SOAK_ARM], "1 KB", connections=4, rate=500, duration=step)
             soak.append(rss_kib(procs[SOAK_ARM].pid))
 
-    lines = ["| body | arm | p50 µs | p99 µs | added p50 vs Envoy | added p50 vs direct | CPU µs/req | max rps (1 core) |",
+    lines = ["| body | arm | p50 µs | p99 µs | added p50 vs Envoy (quartiles) | added p50 vs direct | CPU µs/req | max rps (1 core) |",
              "|---|---|---|---|---|---|---|---|"]
     summary = {}
     for label, _ in SIZES:
         for arm in arms:
             res = results[label][arm]
             p50, p99 = med(res["p50"]), med(res["p99"])
-            vs_envoy = p50 - med(results[label]["envoy"]["p50"])
-            vs_direct = p50 - med(results[label]["direct"]["p50"])
+            vs_envoy, vs_envoy_lo, vs_envoy_hi = paired(res["p50"], results[label]["envoy"]["p50"])
+            vs_direct = paired(res["p50"], results[label]["direct"]["p50"])[0]
             cpu = med(res["cpu_us"]) if res["cpu_us"] else None
             summary[f"{label} {arm}"] = {"p50_us": p50, "p99_us": p99, "added_vs_envoy_us": vs_envoy,
+                                         "added_vs_envoy_quartiles_us": [vs_envoy_lo, vs_envoy_hi],
                                          "added_vs_direct_us": vs_direct, "cpu_us_per_req": cpu,
                                          "max_rps": med(res["max_rps"])}
-            col_envoy = f"{vs_envoy:+.0f}" if arm not in ("direct", "envoy") else ""
+            col_envoy = added(res["p50"], results[label]["envoy"]["p50"]) if arm not in ("direct", "envoy") else ""
             col_direct = f"{vs_direct:+.0f}" if arm != "direct" else ""
             col_cpu = f"{cpu:.1f}" if cpu is not None else ""
             lines.append(f"| {label} | {arm} | {p50:.0f} | {p99:.0f} | {col_envoy} | {col_direct} | {col_cpu} | "
                          f"{med(res['max_rps']):.0f} |")
-    cpu = {label: {arm: med(results[label][arm]["cpu_us"]) for arm in procs} for label, _ in SIZES}
     sat = {label: {arm: med(results[label][arm]["sat_us"]) for arm in procs} for label, _ in SIZES}
-    cpu_added = {label: cpu[label]["tollgate"] - cpu[label]["envoy"] for label, _ in SIZES}
-    sat_added = {label: sat[label]["tollgate"] - sat[label]["envoy"] for label, _ in SIZES}
-    native_added = {label: {"fixed": cpu[label]["native"] - cpu[label]["envoy"], "saturated": sat[label]["native"] - sat[label]["envoy"]}
+
+    def over(label, kind, arm, base):
+        """An arm's extra CPU over another: the median of the rounds' differences."""
+        return paired(results[label][arm][kind], results[label][base][kind])[0]
+
+    cpu_added = {label: over(label, "cpu_us", "tollgate", "envoy") for label, _ in SIZES}
+    sat_added = {label: over(label, "sat_us", "tollgate", "envoy") for label, _ in SIZES}
+    native_added = {label: {"fixed": over(label, "cpu_us", "native", "envoy"), "saturated": over(label, "sat_us", "native", "envoy")}
                     for label, _ in SIZES}
     for label, _ in SIZES:
         for arm in procs:
             summary[f"{label} {arm}"]["cpu_us_per_req_saturated"] = sat[label][arm]
     # Where Tollgate's extra CPU goes: the runtime (floor over Envoy), and
     # the price of one hostcall (the hostcalls arm over the floor, per call).
-    lines += ["", "Extra proxy CPU per request, µs, at a fixed rate and on a saturated core:", "",
+    lines += ["", "Extra proxy CPU per request, µs, at a fixed rate and on a saturated core (medians of the rounds' differences):", "",
               f"| body | load | floor over Envoy | one hostcall | Tollgate over floor | Tollgate over Envoy | native over Envoy |",
               "|---|---|---|---|---|---|---|"]
     for label, _ in SIZES:
-        for what, table in ((f"{RATE} rps", cpu), ("saturated", sat)):
-            t = table[label]
-            lines.append(f"| {label} | {what} | {t['floor'] - t['envoy']:+.1f} | {(t['hostcalls'] - t['floor']) / HOSTCALLS:.1f} | "
-                         f"{t['tollgate'] - t['floor']:+.1f} | {t['tollgate'] - t['envoy']:+.1f} | {t['native'] - t['envoy']:+.1f} |")
-    lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy | gap p50 µs | added per chunk vs Envoy |",
+        for what, kind in ((f"{RATE} rps", "cpu_us"), ("saturated", "sat_us")):
+            d = lambda arm, base: over(label, kind, arm, base)  # noqa: E731
+            lines.append(f"| {label} | {what} | {d('floor', 'envoy'):+.1f} | {d('hostcalls', 'floor') / HOSTCALLS:.1f} | "
+                         f"{d('tollgate', 'floor'):+.1f} | {d('tollgate', 'envoy'):+.1f} | {d('native', 'envoy'):+.1f} |")
+    lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy (quartiles) | gap p50 µs | added per chunk vs Envoy |",
               "|---|---|---|---|---|"]
-    envoy_ttft, envoy_gap = med(streaming["envoy"]["ttft"]), med(streaming["envoy"]["gap"])
     for arm in stream_arms:
         ttft, gap = med(streaming[arm]["ttft"]), med(streaming[arm]["gap"])
-        summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap}
-        added_ttft = f"{ttft - envoy_ttft:+.0f}" if arm in ("tollgate", "native") else ""
-        added_gap = f"{gap - envoy_gap:+.0f}" if arm in ("tollgate", "native") else ""
+        summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap,
+                                    "added_ttft_vs_envoy_us": paired(streaming[arm]["ttft"], streaming["envoy"]["ttft"])[0]}
+        added_ttft = added(streaming[arm]["ttft"], streaming["envoy"]["ttft"]) if arm in ("tollgate", "native") else ""
+        added_gap = f"{paired(streaming[arm]['gap'], streaming['envoy']['gap'])[0]:+.0f}" if arm in ("tollgate", "native") else ""
         lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {added_gap} |")
     lines += ["", "| RSS after the run | KiB |", "|---|---|"] + [f"| {arm} | {kib} |" for arm, kib in rss.items()]
     if soak:
@@ -462,7 +506,7 @@ user_access:
     print("\n".join(lines))
     summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added, "extra_cpu_us_saturated": sat_added,
                     "native_extra_cpu_us": native_added,
-                    "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE})
+                    "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE, "pairs": PAIRS, "slice_s": SLICE})
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
 
 
