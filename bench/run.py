@@ -436,8 +436,7 @@ user_access:
         q = statistics.quantiles(d, n=4) if len(d) > 1 else [d[0], d[0], d[0]]
         return med(d), q[0], q[2]
 
-    def added(mine, base):
-        m, lo, hi = paired(mine, base)
+    def shown(m, lo, hi):
         return f"{m:+.0f} ({lo:+.0f} to {hi:+.0f})"
 
     rss = {arm: rss_kib(p.pid) for arm, p in procs.items()}
@@ -449,7 +448,7 @@ user_access:
             load(arms[SOAK_ARM], "1 KB", connections=4, rate=500, duration=step)
             soak.append(rss_kib(procs[SOAK_ARM].pid))
 
-    lines = ["| body | arm | p50 µs | p99 µs | added p50 vs Envoy (quartiles) | added p50 vs direct | CPU µs/req | max rps (1 core) |",
+    lines = [f"| body | arm | p50 µs | p99 µs | added p50 vs Envoy (quartiles) | added p50 vs direct | CPU µs/req at {RATE} rps | max rps (1 core) |",
              "|---|---|---|---|---|---|---|---|"]
     summary = {}
     for label, _ in SIZES:
@@ -463,7 +462,7 @@ user_access:
                                          "added_vs_envoy_quartiles_us": [vs_envoy_lo, vs_envoy_hi],
                                          "added_vs_direct_us": vs_direct, "cpu_us_per_req": cpu,
                                          "max_rps": med(res["max_rps"])}
-            col_envoy = added(res["p50"], results[label]["envoy"]["p50"]) if arm not in ("direct", "envoy") else ""
+            col_envoy = shown(vs_envoy, vs_envoy_lo, vs_envoy_hi) if arm not in ("direct", "envoy") else ""
             col_direct = f"{vs_direct:+.0f}" if arm != "direct" else ""
             col_cpu = f"{cpu:.1f}" if cpu is not None else ""
             lines.append(f"| {label} | {arm} | {p50:.0f} | {p99:.0f} | {col_envoy} | {col_direct} | {col_cpu} | "
@@ -495,9 +494,9 @@ user_access:
               "|---|---|---|---|---|"]
     for arm in stream_arms:
         ttft, gap = med(streaming[arm]["ttft"]), med(streaming[arm]["gap"])
-        summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap,
-                                    "added_ttft_vs_envoy_us": paired(streaming[arm]["ttft"], streaming["envoy"]["ttft"])[0]}
-        added_ttft = added(streaming[arm]["ttft"], streaming["envoy"]["ttft"]) if arm in ("tollgate", "native") else ""
+        ttft_added = paired(streaming[arm]["ttft"], streaming["envoy"]["ttft"])
+        summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap, "added_ttft_vs_envoy_us": ttft_added[0]}
+        added_ttft = shown(*ttft_added) if arm in ("tollgate", "native") else ""
         added_gap = f"{paired(streaming[arm]['gap'], streaming['envoy']['gap'])[0]:+.0f}" if arm in ("tollgate", "native") else ""
         lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {added_gap} |")
     lines += ["", "| RSS after the run | KiB |", "|---|---|"] + [f"| {arm} | {kib} |" for arm, kib in rss.items()]
