@@ -115,6 +115,24 @@ impl<'a> Cursor<'a> {
         Some(Some(n))
     }
 
+    /// The bytes of the value at the cursor (moving past it).
+    pub fn raw_value(&mut self) -> Option<&'a [u8]> {
+        self.ws();
+        let start = self.at;
+        self.skip_value()?;
+        self.bytes.get(start..self.at)
+    }
+
+    /// `null` (`Some(None)`), or a string's length in characters once its
+    /// escapes are decoded; None for any other value.
+    pub fn chars_or_null(&mut self) -> Option<Option<u64>> {
+        if self.null() {
+            return Some(None);
+        }
+        let token = self.string()?;
+        Some(Some(chars(token.get(1..token.len().checked_sub(1)?)?)))
+    }
+
     /// True if the value at the cursor is `null` (and moves past it).
     pub fn null(&mut self) -> bool {
         self.ws();
@@ -123,6 +141,55 @@ impl<'a> Cursor<'a> {
             true
         } else {
             false
+        }
+    }
+}
+
+/// The characters a JSON string's contents (between its quotes) decode
+/// to: UTF-8 characters, an escape counting one (a surrogate pair, two
+/// `\\u` escapes, counts one). Bytes that are not UTF-8 count as their
+/// lead bytes do: this is a count, not a check.
+pub fn chars(inner: &[u8]) -> u64 {
+    let count = |s: &[u8]| s.iter().filter(|&&b| b & 0xc0 != 0x80).count() as u64;
+    let mut n = 0u64;
+    let mut rest = inner;
+    while let Some(i) = memchr::memchr(b'\\', rest) {
+        n = n.saturating_add(count(rest.get(..i).unwrap_or_default()));
+        let escape = rest.get(i..).unwrap_or_default();
+        let len = match escape.get(1) {
+            Some(b'u') => {
+                // A high surrogate is counted with the low one after it.
+                let high = escape.get(2..4).is_some_and(|h| matches!(h, [b'd' | b'D', b'8' | b'9' | b'a' | b'b' | b'A' | b'B']));
+                n = n.saturating_add(u64::from(!high));
+                6
+            }
+            _ => {
+                n = n.saturating_add(1);
+                2
+            }
+        };
+        rest = escape.get(len..).unwrap_or_default();
+    }
+    n.saturating_add(count(rest))
+}
+
+/// Calls `element` for each element of the array at the cursor, with the
+/// cursor at it; `element` must move past it. None if the array is
+/// malformed or `element` says so.
+pub fn elements(c: &mut Cursor, mut element: impl FnMut(&mut Cursor) -> Option<()>) -> Option<()> {
+    if !c.eat(b'[') {
+        return None;
+    }
+    if c.eat(b']') {
+        return Some(());
+    }
+    loop {
+        element(c)?;
+        if c.eat(b']') {
+            return Some(());
+        }
+        if !c.eat(b',') {
+            return None;
         }
     }
 }
@@ -309,6 +376,38 @@ mod tests {
             top_value(b"{\"a\":\"x\ty\",\"usage\":2}", "usage"),
             Some(&b"2"[..])
         );
+    }
+
+    #[test]
+    fn decoded_characters() {
+        let n = |s: &str| Cursor::new(s.as_bytes()).chars_or_null();
+        assert_eq!(n(r#""Hello""#), Some(Some(5)));
+        assert_eq!(n("\" wörld\""), Some(Some(6)));
+        assert_eq!(n(r#""a\nb\"c\\""#), Some(Some(6)));
+        assert_eq!(n(r#""\u00e9\ud83d\ude00x""#), Some(Some(3)), "é, one emoji as a surrogate pair, x");
+        assert_eq!(n("\"😀\""), Some(Some(1)));
+        assert_eq!(n(r#""""#), Some(Some(0)));
+        assert_eq!(n("null"), Some(None));
+        for bad in ["1", "[]", r#""open"#] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
+        // Agrees with a decoder on what it decodes.
+        for s in [r#""x\t\u0041\/y""#, r#""ünï\u2603cødé""#] {
+            let decoded: String = serde_json::from_str(s).unwrap();
+            assert_eq!(n(s), Some(Some(decoded.chars().count() as u64)), "{s}");
+        }
+    }
+
+    #[test]
+    fn arrays() {
+        let mut seen = Vec::new();
+        let mut c = Cursor::new(br#" [1, {"a":[2]}, "x" ] "#);
+        assert_eq!(elements(&mut c, |c| c.raw_value().map(|v| seen.push(v.to_vec()))), Some(()));
+        assert_eq!(seen, [b"1".to_vec(), br#"{"a":[2]}"#.to_vec(), br#""x""#.to_vec()]);
+        assert_eq!(elements(&mut Cursor::new(b"[]"), |_| None), Some(()));
+        for bad in [&b"[1"[..], b"[1,]", b"{}", b"[1 2]"] {
+            assert_eq!(elements(&mut Cursor::new(bad), |c| c.skip_value()), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

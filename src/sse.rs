@@ -5,6 +5,11 @@
 //! Follows the HTML event-stream format: lines end with `\n`, `\r\n` or `\r`;
 //! an empty line ends an event; `data:` lines are joined with `\n`; lines
 //! starting with `:` are comments.
+//!
+//! Line ends are found with `memchr` (many bytes at a time), and an event's
+//! data borrows the stream's bytes unless it spans several `data:` lines.
+
+use std::borrow::Cow;
 
 /// One complete event. Comments and stray blank lines come out as events
 /// with no data.
@@ -14,8 +19,8 @@ pub struct Event<'a> {
     pub raw: &'a [u8],
     /// The `event:` field, if any.
     pub name: Option<&'a [u8]>,
-    /// The `data:` lines, joined with `\n`.
-    pub data: Vec<u8>,
+    /// The `data:` lines, joined with `\n` (borrowed when there is one).
+    pub data: Cow<'a, [u8]>,
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +83,7 @@ fn split_events(buf: &[u8], on_event: &mut impl FnMut(Event<'_>)) -> usize {
 /// at the very end of `buf` counts as unterminated, since `\n` may follow.
 fn next_line(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
     let rest = buf.get(pos..)?;
-    let i = rest.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+    let i = memchr::memchr2(b'\n', b'\r', rest)?;
     let end = pos.checked_add(i)?;
     match buf.get(end) {
         Some(b'\n') => Some((end, end.checked_add(1)?)),
@@ -92,7 +97,7 @@ fn next_line(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
 
 fn parse_event(raw: &[u8]) -> Event<'_> {
     let mut name = None;
-    let mut data: Vec<u8> = Vec::new();
+    let mut data: Cow<'_, [u8]> = Cow::Borrowed(&[]);
     let mut seen_data = false;
     let mut pos = 0;
     while let Some((end, next)) = next_line(raw, pos) {
@@ -101,7 +106,7 @@ fn parse_event(raw: &[u8]) -> Event<'_> {
         if line.is_empty() || line.first() == Some(&b':') {
             continue;
         }
-        let (field, value) = match line.iter().position(|b| *b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let (f, v) = line.split_at(i);
                 let v = v.get(1..).unwrap_or_default();
@@ -110,12 +115,14 @@ fn parse_event(raw: &[u8]) -> Event<'_> {
             None => (line, &b""[..]),
         };
         match field {
-            b"data" => {
-                if seen_data {
-                    data.push(b'\n');
-                }
-                data.extend_from_slice(value);
+            b"data" if !seen_data => {
+                data = Cow::Borrowed(value);
                 seen_data = true;
+            }
+            b"data" => {
+                let joined = data.to_mut();
+                joined.push(b'\n');
+                joined.extend_from_slice(value);
             }
             b"event" => name = Some(value),
             _ => {}
@@ -135,7 +142,7 @@ mod tests {
         let mut parser = Parser::default();
         let mut out = Vec::new();
         for chunk in chunks {
-            parser.feed(chunk, |e| out.push((e.name.map(<[u8]>::to_vec), e.data, e.raw.to_vec())));
+            parser.feed(chunk, |e| out.push((e.name.map(<[u8]>::to_vec), e.data.into_owned(), e.raw.to_vec())));
         }
         (out, parser.finish())
     }

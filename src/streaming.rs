@@ -9,55 +9,9 @@
 //! then only whole events are passed on (the unfinished tail of a chunk is
 //! held until its event ends, which a client could not use earlier anyway).
 
-use std::borrow::Cow;
-
-use serde::Deserialize;
-
+use crate::json_skim::{self, Cursor};
 use crate::sse;
 use crate::usage::{self, Usage};
-
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
-    #[serde(default)]
-    usage: Option<usage::Wire>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
-    /// Legacy completions stream text here.
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reasoning_content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCall<'a> {
-    #[serde(borrow, default)]
-    function: Option<Function<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Function<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
-}
 
 /// What one chunk of the stream did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -122,7 +76,9 @@ impl Meter {
             self.drop_usage_chunk = false;
         }
         ChunkOutcome {
-            replace_with: drop_mode.then_some(kept),
+            // A chunk of whole events, none dropped, passes as it is: Envoy
+            // is asked to rewrite a body only when it changed.
+            replace_with: (drop_mode && kept != chunk).then_some(kept),
             first_content: !had_content && self.content_chars > 0,
         }
     }
@@ -133,17 +89,13 @@ impl Meter {
             return true;
         }
         self.events = self.events.saturating_add(1);
-        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        let Some(chunk) = read_chunk(data) else {
             return true;
         };
-        let usage = chunk.usage.and_then(usage::from_wire);
-        let choices = chunk.choices.unwrap_or_default();
-        for choice in &choices {
-            self.content_chars = self.content_chars.saturating_add(choice_chars(choice));
-        }
-        if let Some(u) = usage {
+        self.content_chars = self.content_chars.saturating_add(chunk.chars);
+        if let Some(u) = chunk.usage {
             self.usage = Some(u);
-            if choices.is_empty() && self.drop_usage_chunk {
+            if chunk.no_choices && self.drop_usage_chunk {
                 return false;
             }
         }
@@ -166,18 +118,62 @@ impl Meter {
     }
 }
 
-fn choice_chars(choice: &Choice<'_>) -> u64 {
-    let len = |s: &Option<Cow<'_, str>>| s.as_deref().map_or(0, |s| s.chars().count() as u64);
-    let mut n = len(&choice.text);
-    if let Some(d) = &choice.delta {
-        n = n.saturating_add(len(&d.content)).saturating_add(len(&d.refusal)).saturating_add(len(&d.reasoning_content));
-        for call in d.tool_calls.iter().flatten() {
-            if let Some(f) = &call.function {
-                n = n.saturating_add(len(&f.name)).saturating_add(len(&f.arguments));
-            }
+/// What the gateway reads of one chunk of a stream.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ChunkRead {
+    /// Characters of generated text: content, refusal, reasoning, tool
+    /// call names and arguments (chat), text (completions).
+    chars: u64,
+    /// `choices` is empty or missing: with usage, the usage-only chunk.
+    no_choices: bool,
+    usage: Option<Usage>,
+}
+
+/// Reads a chunk's `choices` and `usage` without building it. None if the
+/// chunk is not an object, or a field read has the wrong type (the chunk
+/// is then passed on and not counted).
+fn read_chunk(data: &[u8]) -> Option<ChunkRead> {
+    let mut read = ChunkRead { no_choices: true, ..ChunkRead::default() };
+    let mut c = Cursor::new(data);
+    json_skim::members(&mut c, |key, c| match key {
+        b"choices" if c.null() => Some(()),
+        b"choices" => json_skim::elements(c, |c| {
+            read.no_choices = false;
+            json_skim::members(c, |key, c| match key {
+                b"text" => add_chars(&mut read.chars, c),
+                b"delta" if c.null() => Some(()),
+                b"delta" => json_skim::members(c, |key, c| match key {
+                    b"content" | b"refusal" | b"reasoning_content" => add_chars(&mut read.chars, c),
+                    b"tool_calls" if c.null() => Some(()),
+                    b"tool_calls" => json_skim::elements(c, |c| {
+                        json_skim::members(c, |key, c| match key {
+                            b"function" if c.null() => Some(()),
+                            b"function" => json_skim::members(c, |key, c| match key {
+                                b"name" | b"arguments" => add_chars(&mut read.chars, c),
+                                _ => c.skip_value(),
+                            }),
+                            _ => c.skip_value(),
+                        })
+                    }),
+                    _ => c.skip_value(),
+                }),
+                _ => c.skip_value(),
+            })
+        }),
+        b"usage" if c.null() => Some(()),
+        b"usage" => {
+            read.usage = usage::from_object(c.raw_value()?);
+            Some(())
         }
-    }
-    n
+        _ => c.skip_value(),
+    })?;
+    Some(read)
+}
+
+/// Adds a string's characters (a null adds none).
+fn add_chars(total: &mut u64, c: &mut Cursor) -> Option<()> {
+    *total = total.saturating_add(c.chars_or_null()?.unwrap_or(0));
+    Some(())
 }
 
 #[cfg(test)]
@@ -252,6 +248,48 @@ mod tests {
         }
     }
 
+    /// Chunks of whole events are not rewritten (a rewrite costs Envoy a
+    /// drain and a copy); a chunk that ends mid-event, or carries the
+    /// dropped usage chunk, is.
+    #[test]
+    fn only_changed_chunks_are_rewritten() {
+        let events: Vec<String> = STREAM.split_inclusive("\n\n").map(str::to_string).collect();
+        let mut m = Meter::new(true);
+        for e in &events {
+            let r = m.on_chunk(e.as_bytes(), false);
+            assert_eq!(r.replace_with.is_some(), e.starts_with(USAGE_CHUNK_START), "{e}");
+        }
+        let mut m = Meter::new(true);
+        let first = events[0].as_bytes();
+        let r = m.on_chunk(&first[..10], false);
+        assert_eq!(r.replace_with.as_deref(), Some(&b""[..]), "a partial event is held");
+        let r = m.on_chunk(&first[10..], false);
+        assert_eq!(r.replace_with.as_deref(), Some(first), "then sent whole");
+    }
+
+    #[test]
+    fn chunk_fields_read_without_parsing() {
+        let r = |s: &str| read_chunk(s.as_bytes());
+        let usage = Usage { input: 9, output: 2, ..Usage::default() };
+        assert_eq!(
+            r(r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"Hé\n"}},{"delta":{"refusal":"no","reasoning_content":null}}],"usage":null}"#),
+            Some(ChunkRead { chars: 5, no_choices: false, usage: None })
+        );
+        assert_eq!(
+            r(r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#),
+            Some(ChunkRead { chars: 0, no_choices: true, usage: Some(usage) })
+        );
+        assert!(r(r#"{"choices":null,"usage":{"prompt_tokens":9,"completion_tokens":2}}"#).unwrap().no_choices);
+        assert_eq!(
+            r(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"t","function":{"name":"f","arguments":"{}"}},{"function":null}]}}]}"#).unwrap().chars,
+            3
+        );
+        assert_eq!(r(r#"{"choices":[{"delta":null,"text":"abc","logprobs":{"x":[1]}}]}"#).unwrap().chars, 3);
+        for unreadable in [r#"{"choices":[{"delta":{"content":5}}]}"#, r#"{"choices":{}}"#, "[]", r#"{"choices":[{"delta":{"content":"x"}}"#] {
+            assert_eq!(r(unreadable), None, "{unreadable}");
+        }
+    }
+
     #[test]
     fn crlf_streams() {
         let crlf = STREAM.replace("\n\n", "\r\n\r\n");
@@ -284,7 +322,7 @@ mod tests {
         let mut m = Meter::new(true);
         let big = vec![b'x'; MAX_HELD + 1];
         let r = m.on_chunk(&big, false);
-        assert_eq!(r.replace_with.as_deref(), Some(&big[..]));
+        assert_eq!(r.replace_with.as_deref().unwrap_or(&big), &big[..]);
         assert_eq!(m.held(), 0);
         let r = m.on_chunk(b"more", false);
         assert_eq!(r.replace_with, None, "passes untouched from then on");
