@@ -27,6 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as R  # noqa: E402
 
+# A build machine's cores, all of them: the training counts, it does not time.
+R.PROXY_CPU = R.LOAD_CPU = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+
 ANTHROPIC_MESSAGE = json.dumps({
     "id": "msg_train", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
     "content": [{"type": "text", "text": "Hello! How can I help you today?"}],
