@@ -122,9 +122,4 @@ user_access:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in R.PROCS:
-            p.kill()
-            p.wait()
+    R.run_then_stop(main)

@@ -124,9 +124,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in R.PROCS:
-            p.kill()
-            p.wait()
+    R.run_then_stop(main)

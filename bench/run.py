@@ -509,10 +509,15 @@ user_access:
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
 
 
-if __name__ == "__main__":
+def run_then_stop(main):
+    """Runs a script's main, then stops every process it started."""
     try:
         main()
     finally:
         for p in PROCS:
             p.kill()
             p.wait()
+
+
+if __name__ == "__main__":
+    run_then_stop(main)

@@ -4,9 +4,11 @@
 //! A response's usage sits in a body of a few hundred bytes to megabytes
 //! that the gateway only passes on. [`top_value`] finds one top-level
 //! member's value by walking the structure (strings, brackets) and nothing
-//! else; [`members`] walks one object's members for a caller that reads a
-//! handful of numbers. Malformed input gives `None`, never a panic: no
-//! slice indexing, no recursion (nesting is a counter).
+//! else; [`members`] and [`elements`] walk one object's members or one
+//! array's elements for a caller that reads a handful of numbers, or counts
+//! a string's characters ([`Cursor::chars_or_null`], for a stream chunk's
+//! text). Malformed input gives `None`, never a panic: no slice indexing,
+//! no recursion (nesting is a counter).
 
 use crate::json_scan;
 
