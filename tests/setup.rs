@@ -160,6 +160,25 @@ fn make_envoy_up_runs_the_seed_config_unchanged() {
     assert!(get(&format!("http://127.0.0.1:{p}/v1/models"), Some(BETA_KEY)).is_err(), "Envoy still answers after envoy-down");
 }
 
+/// The demo works on any port: its models follow the stand-in provider
+/// to wherever it listens (PORT + 10, or DEMO_PROVIDER_PORT).
+#[test]
+fn make_envoy_up_serves_the_demo_on_another_port() {
+    let (p, a, d) = (free_port().to_string(), free_port().to_string(), free_port().to_string());
+    let (ok, out) = make(&["envoy-up", &format!("PORT={p}"), &format!("ADMIN_PORT={a}"), "CONCURRENCY=1"], &[("DEMO_PROVIDER_PORT", d.as_str())]);
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = make(&["envoy-down", &format!("PORT={}", self.0)], &[]);
+        }
+    }
+    let _down = Down(p.clone());
+    assert!(ok, "{out}");
+    let r = post_bytes(&format!("http://127.0.0.1:{p}/v1/chat/completions"), Some("team-alpha-token"), chat_body("gpt-4o-mini").as_bytes(), &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Tollgate demo provider"), "{}", r.body);
+}
+
 #[test]
 fn make_envoy_up_refuses_a_bad_config_before_starting_envoy() {
     let port = free_port().to_string();
