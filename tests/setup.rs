@@ -111,6 +111,15 @@ fn literal_keys_are_accepted_with_a_warning() {
     assert!(stderr.contains("warning: user_access[0].api_keys[0]: a literal key"), "{stderr}");
 }
 
+/// Runs `make envoy-down` for its port when dropped.
+struct Down(String);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = make(&["envoy-down", &format!("PORT={}", self.0)], &[]);
+    }
+}
+
 fn make(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     // `-o build`: the tests already run on a fresh build, and cargo's lock is held.
     let out = Command::new("make")
@@ -133,12 +142,6 @@ fn make_envoy_up_runs_the_seed_config_unchanged() {
         &["envoy-up", "CONFIG=examples/seed-config.yaml", &format!("PORT={p}"), &format!("ADMIN_PORT={a}"), "CONCURRENCY=1"],
         &seed_env(),
     );
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = make(&["envoy-down", &format!("PORT={}", self.0)], &[]);
-        }
-    }
     let down = Down(p.clone());
     assert!(ok, "{out}");
     assert!(out.contains(&format!("Tollgate is up on http://127.0.0.1:{p}")), "{out}");
@@ -166,12 +169,6 @@ fn make_envoy_up_runs_the_seed_config_unchanged() {
 fn make_envoy_up_serves_the_demo_on_another_port() {
     let (p, a, d) = (free_port().to_string(), free_port().to_string(), free_port().to_string());
     let (ok, out) = make(&["envoy-up", &format!("PORT={p}"), &format!("ADMIN_PORT={a}"), "CONCURRENCY=1"], &[("DEMO_PROVIDER_PORT", d.as_str())]);
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = make(&["envoy-down", &format!("PORT={}", self.0)], &[]);
-        }
-    }
     let _down = Down(p.clone());
     assert!(ok, "{out}");
     let r = post_bytes(&format!("http://127.0.0.1:{p}/v1/chat/completions"), Some("team-alpha-token"), chat_body("gpt-4o-mini").as_bytes(), &[]).unwrap();
