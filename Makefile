@@ -33,7 +33,9 @@ export TOLLGATE_WASM := $(abspath $(WASM))
 export TOLLGATE_CLI := $(abspath $(CLI))
 export TOLLGATE_NATIVE_LIB := $(abspath $(NATIVE_LIB))
 
-.PHONY: help build wasm cli native toolchain venv envoy-up envoy-down test lint bench bench-instructions clean
+.PHONY: FORCE help build wasm cli native toolchain venv envoy-up envoy-down test lint bench bench-instructions clean
+
+FORCE:
 
 help:
 	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -81,12 +83,18 @@ $(PGO_PROFILE): $(SOURCES) bench/pgo_train.py bench/run.py $(VENV_STAMP) $(BENCH
 	$(VENV)/bin/python bench/pgo_train.py $(PGO_DIR)/instrumented/release/libtollgate.so
 	$(LLVM_PROFDATA) merge -o $@ $(PGO_DIR)/counts
 
+# The setting the module was last built with: switching it rebuilds.
+PGO_MODE := target/native/.pgo-mode
+$(PGO_MODE): FORCE
+	@mkdir -p $(@D)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(PGO)" ] || echo "$(PGO)" >$@
+
 ifeq ($(PGO),1)
-$(NATIVE_LIB): $(SOURCES) $(PGO_PROFILE)
+$(NATIVE_LIB): $(SOURCES) $(PGO_PROFILE) $(PGO_MODE)
 	RUSTFLAGS="-Cprofile-use=$(abspath $(PGO_PROFILE))" CARGO_TARGET_DIR=target/native \
 		cargo build --release --lib --no-default-features --features native
 else
-$(NATIVE_LIB): $(SOURCES)
+$(NATIVE_LIB): $(SOURCES) $(PGO_MODE)
 	CARGO_TARGET_DIR=target/native cargo build --release --lib --no-default-features --features native
 endif
 

@@ -69,16 +69,7 @@ def main():
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             sys.exit(f"{tool} is missing: apt-get install valgrind")
     ports = {k: R.free_port() for k in ["up", "up_admin", "plain", "plain_admin", "tn", "tn_admin"]}
-    R.start_envoy("upstream", {
-        "admin": R.admin(ports["up_admin"]),
-        "static_resources": {"listeners": [R.listener("upstream", ports["up"], [{
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 200, "body": {"inline_string": R.COMPLETION}},
-            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}],
-            filters=[{"name": "envoy.filters.http.buffer", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                "max_request_bytes": 1048576}}])]}},
-        R.LOAD_CPU)
+    R.start_upstream(ports["up"], ports["up_admin"])
     plain = R.WORK / "plain.json"
     plain.write_text(json.dumps({
         "admin": R.admin(ports["plain_admin"]),

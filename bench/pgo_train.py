@@ -42,18 +42,7 @@ def upstream():
     """Envoy answering every chat request at once: OpenAI's shape, or
     Anthropic's on /v1/messages."""
     port, admin = R.free_port(), R.free_port()
-    json_type = [{"header": {"key": "content-type", "value": "application/json"}}]
-    R.start_envoy("upstream", {
-        "admin": R.admin(admin),
-        "static_resources": {"listeners": [R.listener("upstream", port, [
-            {"match": {"prefix": "/v1/messages"}, "direct_response": {"status": 200, "body": {"inline_string": ANTHROPIC_MESSAGE}},
-             "response_headers_to_add": json_type},
-            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": R.COMPLETION}},
-             "response_headers_to_add": json_type}],
-            filters=[{"name": "envoy.filters.http.buffer", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                "max_request_bytes": 1048576}}])]}},
-        R.LOAD_CPU)
+    R.start_upstream(port, admin, (("/v1/messages", ANTHROPIC_MESSAGE), ("/", R.COMPLETION)))
     return port
 
 

@@ -123,6 +123,22 @@ def start_envoy(name, config, cpu, env=None):
     return p
 
 
+def start_upstream(port, admin_port, answers=None):
+    """Envoy answering every request at once, on the load generator's CPU:
+    by path prefix, the first of `answers` that matches (JSON bodies)."""
+    answers = answers or [("/", COMPLETION)]
+    json_type = [{"header": {"key": "content-type", "value": "application/json"}}]
+    routes = [{"match": {"prefix": prefix}, "direct_response": {"status": 200, "body": {"inline_string": body}},
+               "response_headers_to_add": json_type} for prefix, body in answers]
+    # The buffer filter reads the whole request before the direct response,
+    # so the connection stays open for the next one.
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
+    return start_envoy("upstream", {"admin": admin(admin_port),
+                                    "static_resources": {"listeners": [listener("upstream", port, routes, filters=[buffer])]}},
+                       LOAD_CPU)
+
+
 def admin(port):
     return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
 
@@ -296,18 +312,7 @@ def main():
                                           stdin=subprocess.DEVNULL))
 
     # The upstream: Envoy's own direct_response, on the load generator's CPU.
-    start_envoy("upstream", {
-        "admin": admin(ports["up_admin"]),
-        # The buffer filter reads the whole request before the direct response,
-        # so the connection stays open for the next one.
-        "static_resources": {"listeners": [listener("upstream", ports["up"], [{
-            "match": {"prefix": "/"},
-            "direct_response": {"status": 200, "body": {"inline_string": COMPLETION}},
-            "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}]}],
-            filters=[{"name": "envoy.filters.http.buffer", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                "max_request_bytes": 1048576}}])]}},
-        LOAD_CPU)
+    start_upstream(ports["up"], ports["up_admin"])
     # The paced streaming upstream: 10 events, 20 ms apart.
     sse = pinned(LOAD_CPU, [LOAD, "sse-upstream", "--port", str(ports["sse"]), "--events", "10", "--interval-ms", "20"],
                  stdout=subprocess.PIPE, text=True)

@@ -44,17 +44,20 @@ impl Meter {
 
     pub fn on_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
         let had_content = self.content_chars > 0;
-        let mut kept: Vec<u8> = Vec::new();
         let drop_mode = self.drop_usage_chunk;
-        let mut inspect = |event: sse::Event<'_>, meter: &mut Self| {
-            let keep = meter.inspect(&event.data);
-            if drop_mode && keep {
-                kept.extend_from_slice(event.raw);
-            }
-        };
+        // In drop mode, what the client gets (see `pass`): nothing is copied
+        // while it is the chunk itself, unless bytes of an earlier chunk
+        // were held back and now lead it.
+        let mut out: Option<Vec<u8>> = (!self.parser.pending().is_empty()).then(Vec::new);
+        let mut passed = 0usize;
         // The parser is moved out so that events can update the meter.
         let mut parser = std::mem::take(&mut self.parser);
-        parser.feed(chunk, |e| inspect(e, self));
+        parser.feed(chunk, |e| {
+            let keep = self.inspect(&e.data);
+            if drop_mode {
+                pass(&mut out, &mut passed, chunk, e.raw, keep);
+            }
+        });
         if end_of_stream {
             let tail = parser.finish();
             if !tail.is_empty() {
@@ -64,23 +67,28 @@ impl Meter {
                 let mut last = sse::Parser::default();
                 let mut keep_tail = true;
                 last.feed(&closed, |e| keep_tail = self.inspect(&e.data));
-                if drop_mode && keep_tail {
-                    kept.extend_from_slice(&tail);
+                if drop_mode {
+                    pass(&mut out, &mut passed, chunk, &tail, keep_tail);
                 }
             }
         }
         self.parser = parser;
         if drop_mode && self.parser.pending().len() > MAX_HELD {
             // Not a well-formed event stream: stop holding bytes back.
-            kept.extend_from_slice(&self.parser.finish());
+            let held = self.parser.finish();
+            pass(&mut out, &mut passed, chunk, &held, true);
             self.drop_usage_chunk = false;
         }
-        ChunkOutcome {
-            // A chunk of whole events, none dropped, passes as it is: Envoy
-            // is asked to rewrite a body only when it changed.
-            replace_with: (drop_mode && kept != chunk).then_some(kept),
-            first_content: !had_content && self.content_chars > 0,
-        }
+        // A chunk of whole events, none dropped, passes as it is: Envoy is
+        // asked to rewrite a body only when it changed.
+        let replace_with = match out {
+            _ if !drop_mode => None,
+            Some(bytes) => Some(bytes),
+            None if self.parser.pending().is_empty() => None,
+            // The end of the chunk is an unfinished event, held back.
+            None => Some(chunk.get(..passed).unwrap_or_default().to_vec()),
+        };
+        ChunkOutcome { replace_with, first_content: !had_content && self.content_chars > 0 }
     }
 
     /// Reads one event's data; false if it is the usage-only chunk to drop.
@@ -139,26 +147,7 @@ fn read_chunk(data: &[u8]) -> Option<ChunkRead> {
         b"choices" if c.null() => Some(()),
         b"choices" => json_skim::elements(c, |c| {
             read.no_choices = false;
-            json_skim::members(c, |key, c| match key {
-                b"text" => add_chars(&mut read.chars, c),
-                b"delta" if c.null() => Some(()),
-                b"delta" => json_skim::members(c, |key, c| match key {
-                    b"content" | b"refusal" | b"reasoning_content" => add_chars(&mut read.chars, c),
-                    b"tool_calls" if c.null() => Some(()),
-                    b"tool_calls" => json_skim::elements(c, |c| {
-                        json_skim::members(c, |key, c| match key {
-                            b"function" if c.null() => Some(()),
-                            b"function" => json_skim::members(c, |key, c| match key {
-                                b"name" | b"arguments" => add_chars(&mut read.chars, c),
-                                _ => c.skip_value(),
-                            }),
-                            _ => c.skip_value(),
-                        })
-                    }),
-                    _ => c.skip_value(),
-                }),
-                _ => c.skip_value(),
-            })
+            choice(c, &mut read.chars)
         }),
         b"usage" if c.null() => Some(()),
         b"usage" => {
@@ -168,6 +157,47 @@ fn read_chunk(data: &[u8]) -> Option<ChunkRead> {
         _ => c.skip_value(),
     })?;
     Some(read)
+}
+
+/// One choice: its `text` (completions) or its `delta` (chat).
+fn choice(c: &mut Cursor<'_>, chars: &mut u64) -> Option<()> {
+    json_skim::members(c, |key, c| match key {
+        b"text" => add_chars(chars, c),
+        b"delta" if c.null() => Some(()),
+        b"delta" => json_skim::members(c, |key, c| match key {
+            b"content" | b"refusal" | b"reasoning_content" => add_chars(chars, c),
+            b"tool_calls" if c.null() => Some(()),
+            b"tool_calls" => json_skim::elements(c, |c| tool_call(c, chars)),
+            _ => c.skip_value(),
+        }),
+        _ => c.skip_value(),
+    })
+}
+
+/// One tool call of a delta: its function's name and arguments.
+fn tool_call(c: &mut Cursor<'_>, chars: &mut u64) -> Option<()> {
+    json_skim::members(c, |key, c| match key {
+        b"function" if c.null() => Some(()),
+        b"function" => json_skim::members(c, |key, c| match key {
+            b"name" | b"arguments" => add_chars(chars, c),
+            _ => c.skip_value(),
+        }),
+        _ => c.skip_value(),
+    })
+}
+
+/// Adds one event (`raw`, kept or dropped) to what the client gets of a
+/// chunk. `out` stays `None` while that is the chunk itself so far: its
+/// first `passed` bytes, every event kept. The first event dropped turns
+/// it into a copy of what passed before it.
+fn pass(out: &mut Option<Vec<u8>>, passed: &mut usize, chunk: &[u8], raw: &[u8], keep: bool) {
+    match out {
+        Some(bytes) if keep => bytes.extend_from_slice(raw),
+        Some(_) => {}
+        None if keep => {}
+        None => *out = Some(chunk.get(..*passed).unwrap_or_default().to_vec()),
+    }
+    *passed = passed.saturating_add(raw.len());
 }
 
 /// Adds a string's characters (a null adds none).
