@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,7 +92,7 @@ fn stream(port: u16, body: &str) -> (f64, f64, Vec<u8>) {
     let mut first_body = None;
     let mut buf = [0u8; 8192];
     loop {
-        let n = conn.read(&mut buf).unwrap();
+        let n = read_some(&mut conn, &mut buf).unwrap();
         if n == 0 {
             break;
         }
@@ -195,7 +194,7 @@ fn a_stream_the_client_abandons_is_still_billed() {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&raw).contains("lo, ") {
-        let n = conn.read(&mut buf).unwrap();
+        let n = read_some(&mut conn, &mut buf).unwrap();
         assert!(n > 0);
         raw.extend_from_slice(&buf[..n]);
     }

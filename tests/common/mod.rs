@@ -392,6 +392,18 @@ pub fn post_bytes(url: &str, key: Option<&str>, body: &[u8], headers: &[(&str, &
 
 /// Sends raw bytes over TCP and returns the status code and raw response.
 /// For what ordinary clients refuse to send (non-UTF-8 header values, chunked bodies).
+/// One read from a socket, retried when a signal interrupts it. A socket
+/// with a read timeout reports EINTR even without a signal handler when the
+/// process is stopped and continued (signal(7)), as a CI machine may do.
+pub fn read_some(conn: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match conn.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 pub fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -405,7 +417,7 @@ pub fn raw_request(port: u16, request: &[u8]) -> (u16, String) {
     let mut out = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        match s.read(&mut buf) {
+        match read_some(&mut s, &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 out.extend_from_slice(&buf[..n]);
