@@ -22,7 +22,7 @@ ENVOY_VERSION := 1.40.0
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 WASM := target/wasm32-wasip1/release/tollgate.wasm
-CLI := target/release/tollgate
+CLI := target/tools/tollgate
 NATIVE_LIB := target/native/release/libtollgate.so
 SOURCES := $(shell find src -name '*.rs') data/prices.tsv Cargo.toml Cargo.lock
 
@@ -60,7 +60,7 @@ $(WASM): $(SOURCES) | toolchain
 	cargo build --release --target wasm32-wasip1 --lib --no-default-features
 
 $(CLI): $(SOURCES)
-	cargo build --release --bin tollgate
+	cargo build --profile tools --bin tollgate
 
 # The load tool of the benchmark and of the native build's training run.
 BENCH_TOOL := target/bench/release/tollgate-bench
@@ -112,13 +112,13 @@ envoy-down:
 	@scripts/envoy-down "$(PORT)"
 
 lint: toolchain
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --profile tools --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib --no-default-features -- -D warnings
 	CARGO_TARGET_DIR=target/native-lint cargo clippy --release --lib --no-default-features --features native -- -D warnings
 
 test: build venv lint
-	cargo test --release
-	TOLLGATE_NATIVE=1 cargo test --release --tests
+	cargo test --profile tools
+	TOLLGATE_NATIVE=1 cargo test --profile tools --tests
 
 # The side-by-side benchmark (not part of make test); see BENCHMARKS.md.
 

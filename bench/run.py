@@ -53,7 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = os.environ.get("TOLLGATE_ENVOY", str(ROOT / ".venv/bin/envoy"))
-CLI = str(ROOT / "target/release/tollgate")
+CLI = str(ROOT / "target/tools/tollgate")
 WASM = str(ROOT / "target/wasm32-wasip1/release/tollgate.wasm")
 FLOOR_WASM = str(ROOT / "target/floor/wasm32-wasip1/release/tollgate.wasm")
 NATIVE_LIB = str(ROOT / "target/native/release/libtollgate.so")

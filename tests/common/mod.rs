@@ -75,7 +75,7 @@ pub fn filter_args() -> [String; 2] {
 }
 
 pub fn cli_bin() -> PathBuf {
-    tool("TOLLGATE_CLI", "target/release/tollgate")
+    tool("TOLLGATE_CLI", "target/tools/tollgate")
 }
 pub fn python_bin() -> PathBuf {
     tool("TOLLGATE_PYTHON", ".venv/bin/python")
