@@ -70,11 +70,7 @@ $(BENCH_TOOL): bench/src/main.rs bench/Cargo.toml
 # The native build: the same filter as an Envoy dynamic module, built with
 # profile-guided optimisation. An instrumented build first serves a few
 # seconds of gateway traffic in a real Envoy (bench/pgo_train.py); the
-# module is then built again from those counts, with the code those
-# counts call cold split out of each function (LLVM's machine function
-# splitting): the hot path is then a few kilobytes of code, not tens, which
-# matters most to a request that arrives to cold caches. PGO=0 builds it
-# plainly.
+# module is then built again from those counts. PGO=0 builds it plainly.
 PGO ?= 1
 PGO_DIR := target/pgo
 PGO_PROFILE := $(PGO_DIR)/native.profdata
@@ -88,7 +84,7 @@ $(PGO_PROFILE): $(SOURCES) bench/pgo_train.py bench/run.py $(VENV_STAMP) $(BENCH
 	$(LLVM_PROFDATA) merge -o $@ $(PGO_DIR)/counts
 
 ifeq ($(PGO),1)
-NATIVE_RUSTFLAGS := -Cprofile-use=$(abspath $(PGO_PROFILE)) -Cllvm-args=-enable-split-machine-functions
+NATIVE_RUSTFLAGS := -Cprofile-use=$(abspath $(PGO_PROFILE))
 NATIVE_DEPS := $(PGO_PROFILE)
 else
 NATIVE_RUSTFLAGS :=
