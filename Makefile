@@ -95,7 +95,7 @@ endif
 PGO_MODE := target/native/.pgo-mode
 $(PGO_MODE): FORCE
 	@mkdir -p $(@D)
-	@[ "$$(cat $@ 2>/dev/null)" = "$(NATIVE_RUSTFLAGS)" ] || echo "$(NATIVE_RUSTFLAGS)" >$@
+	@[ -f $@ ] && [ "$$(cat $@)" = "$(NATIVE_RUSTFLAGS)" ] || echo "$(NATIVE_RUSTFLAGS)" >$@
 
 $(NATIVE_LIB): $(SOURCES) $(NATIVE_DEPS) $(PGO_MODE)
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" CARGO_TARGET_DIR=target/native \
