@@ -92,14 +92,15 @@ NATIVE_DEPS :=
 endif
 
 # The flags the module was last built with: changing them rebuilds it.
-PGO_MODE := target/native/.pgo-mode
-$(PGO_MODE): FORCE
+NATIVE_FLAGS := target/native/.rustflags
+$(NATIVE_FLAGS): FORCE
 	@mkdir -p $(@D)
 	@[ -f $@ ] && [ "$$(cat $@)" = "$(NATIVE_RUSTFLAGS)" ] || echo "$(NATIVE_RUSTFLAGS)" >$@
 
-$(NATIVE_LIB): $(SOURCES) $(NATIVE_DEPS) $(PGO_MODE)
+$(NATIVE_LIB): $(SOURCES) $(NATIVE_DEPS) $(NATIVE_FLAGS)
 	RUSTFLAGS="$(NATIVE_RUSTFLAGS)" CARGO_TARGET_DIR=target/native \
 		cargo build --release --lib --no-default-features --features native
+	@touch $@  # cargo leaves an up-to-date module as it is
 
 wasm: $(WASM)
 cli: $(CLI)
