@@ -397,7 +397,7 @@ user_access:
 
     results = {label: {arm: {"p50": [], "p99": [], "max_rps": [], "cpu_us": [], "sat_us": []} for arm in arms} for label, _ in SIZES}
     stream_arms = {"direct": ports["sse"], "envoy": ports["plain_sse"], "tollgate": ports["tg"], "native": ports["tn"]}
-    streaming = {arm: {"ttft": [], "gap": []} for arm in stream_arms}
+    streaming = {arm: {"ttft": [], "gap": [], "delay": []} for arm in stream_arms}
     shuffle = random.Random(1).shuffle
     for r in range(ROUNDS):
         print(f"round {r + 1}/{ROUNDS}", file=sys.stderr)
@@ -423,6 +423,7 @@ user_access:
                 s = stream(stream_arms[arm], stream_body, requests=STREAM_SLICE)
                 streaming[arm]["ttft"].append(s["ttft_p50_us"])
                 streaming[arm]["gap"].append(s["gap_p50_us"])
+                streaming[arm]["delay"].append(s["delay_p50_us"])
     print(f"latency: {PAIRS} pairs of {SLICE} s slices at one connection", file=sys.stderr)
     for _ in range(PAIRS):
         for label, _ in SIZES:
@@ -495,15 +496,19 @@ user_access:
             d = lambda arm, base: over(label, kind, arm, base)  # noqa: E731
             lines.append(f"| {label} | {what} | {d('floor', 'envoy'):+.1f} | {d('hostcalls', 'floor') / HOSTCALLS:.1f} | "
                          f"{d('tollgate', 'floor'):+.1f} | {d('tollgate', 'envoy'):+.1f} | {d('native', 'envoy'):+.1f} |")
-    lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy (quartiles) | gap p50 µs | added per chunk vs Envoy |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy (quartiles) | gap p50 µs "
+              "| later event's delay p50 µs | added per chunk vs Envoy (quartiles) |",
+              "|---|---|---|---|---|---|"]
     for arm in stream_arms:
-        ttft, gap = med(streaming[arm]["ttft"]), med(streaming[arm]["gap"])
+        ttft, gap, delay = med(streaming[arm]["ttft"]), med(streaming[arm]["gap"]), med(streaming[arm]["delay"])
         ttft_added = paired(streaming[arm]["ttft"], streaming["envoy"]["ttft"])
-        summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap, "added_ttft_vs_envoy_us": ttft_added[0]}
-        added_ttft = shown(*ttft_added) if arm in ("tollgate", "native") else ""
-        added_gap = f"{paired(streaming[arm]['gap'], streaming['envoy']['gap'])[0]:+.0f}" if arm in ("tollgate", "native") else ""
-        lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {added_gap} |")
+        delay_added = paired(streaming[arm]["delay"], streaming["envoy"]["delay"])
+        summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap, "delay_p50_us": delay,
+                                    "added_ttft_vs_envoy_us": ttft_added[0], "added_delay_vs_envoy_us": delay_added[0]}
+        ours = arm in ("tollgate", "native")
+        added_ttft = shown(*ttft_added) if ours else ""
+        added_delay = shown(*delay_added) if ours else ""
+        lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {delay:.0f} | {added_delay} |")
     lines += ["", "| RSS after the run | KiB |", "|---|---|"] + [f"| {arm} | {kib} |" for arm, kib in rss.items()]
     if soak:
         lines += ["", f"Soak, {SOAK} s at 500 rps through the {SOAK_ARM} arm, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]

@@ -4,8 +4,9 @@
 //! - `load`: HTTP/1.1 keep-alive load, closed loop (as fast as answers come)
 //!   or at a fixed rate (latency measured from each request's scheduled start,
 //!   so a stall is not hidden); prints one JSON line of results.
-//! - `stream`: sequential streaming requests; time to the first event and the
-//!   gaps between events, as the client sees them.
+//! - `stream`: sequential streaming requests; time to the first event, the
+//!   gaps between events, and each later event's delay from the upstream's
+//!   send (the upstream stamps its send time in the event's id).
 //! - `sse-upstream`: a provider that streams a fixed number of events at a
 //!   fixed pace.
 //! - `spin`: a busy loop, run by `make bench` at the idle scheduling class
@@ -231,13 +232,17 @@ fn load(args: &[String]) -> Result<(), String> {
 }
 
 /// `stream --url U --body-file F [--header ...] --requests N`: time to the
-/// first SSE event with content, and the gaps between events.
+/// first SSE event with content, the gaps between events, and the delay of
+/// every event after the first: its arrival less the send time
+/// `sse-upstream` stamped in its id (both read the same clock). A gap cannot
+/// show a delay every event pays alike; the stamp does.
 fn stream(args: &[String]) -> Result<(), String> {
     let (authority, request) = build_request(args)?;
     let requests: usize = num(args, "--requests", 20)?;
     let (mut s, mut r) = connect(&authority).map_err(|e| e.to_string())?;
     let mut ttft = Vec::new();
     let mut gaps = Vec::new();
+    let mut delays = Vec::new();
     let mut total = Vec::new();
     for _ in 0..requests {
         let start = Instant::now();
@@ -251,6 +256,9 @@ fn stream(args: &[String]) -> Result<(), String> {
                     first = Some(now.duration_since(start).as_micros() as u64);
                 } else {
                     gaps.push(now.duration_since(last).as_micros() as u64);
+                    if let Some(sent) = sent_ns(chunk) {
+                        delays.push(wall_ns().saturating_sub(sent) / 1000);
+                    }
                 }
                 last = now;
             }
@@ -264,16 +272,35 @@ fn stream(args: &[String]) -> Result<(), String> {
     }
     ttft.sort_unstable();
     gaps.sort_unstable();
+    delays.sort_unstable();
     total.sort_unstable();
+    if delays.len() != gaps.len() {
+        return Err(format!("{} of {} events carried no send stamp", gaps.len() - delays.len(), gaps.len()));
+    }
     println!(
-        "{{\"requests\":{requests},\"ttft_p50_us\":{},\"ttft_p99_us\":{},\"gap_p50_us\":{},\"gap_p99_us\":{},\"total_p50_us\":{}}}",
+        "{{\"requests\":{requests},\"ttft_p50_us\":{},\"ttft_p99_us\":{},\"gap_p50_us\":{},\"gap_p99_us\":{},\"delay_p50_us\":{},\"delay_p99_us\":{},\"total_p50_us\":{}}}",
         percentile(&ttft, 0.5),
         percentile(&ttft, 0.99),
         percentile(&gaps, 0.5),
         percentile(&gaps, 0.99),
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
         percentile(&total, 0.5)
     );
     Ok(())
+}
+
+/// The wall clock in ns: the stamp's clock, the same for both processes.
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The send time `sse-upstream` stamped in an event's id (`"id":"s<ns>"`).
+fn sent_ns(chunk: &[u8]) -> Option<u64> {
+    const MARK: &[u8] = b"\"id\":\"s";
+    let at = chunk.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let digits = chunk.get(at..)?.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(chunk.get(at..at + digits)?).ok()?.parse().ok()
 }
 
 /// `sse-upstream --port P --events N --interval-ms M`: answers every POST
@@ -331,7 +358,8 @@ fn serve_sse(conn: TcpStream, events: usize, interval: Duration) {
             if i > 0 {
                 std::thread::sleep(interval);
             }
-            let ev = format!("data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token{i} \"}},\"finish_reason\":null}}],\"usage\":null}}\n\n");
+            // The id carries the send time, for the client's per-event delay.
+            let ev = format!("data: {{\"id\":\"s{}\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token{i} \"}},\"finish_reason\":null}}],\"usage\":null}}\n\n", wall_ns());
             if chunk(&mut w, &ev).is_err() {
                 return;
             }
