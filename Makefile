@@ -33,7 +33,7 @@ export TOLLGATE_WASM := $(abspath $(WASM))
 export TOLLGATE_CLI := $(abspath $(CLI))
 export TOLLGATE_NATIVE_LIB := $(abspath $(NATIVE_LIB))
 
-.PHONY: FORCE help build wasm cli native toolchain venv envoy-up envoy-down test lint bench bench-instructions clean
+.PHONY: FORCE help build wasm cli native toolchain venv envoy-up envoy-down test lint wrk bench bench-instructions clean
 
 FORCE:
 
@@ -138,7 +138,13 @@ $(PEERS_STAMP): bench/requirements-peers.txt
 	.venv-peers/bin/uv pip install --quiet --python .venv-peers/bin/python -r bench/requirements-peers.txt
 	touch $@
 
-bench: build venv $(BENCH_TOOL) $(FLOOR_WASM)
+# wrk, for the benchmark's cross-check of its own load tool (apt).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		{ [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null || sudo -n apt-get install -y -qq wrk >/dev/null; }; } || \
+		echo "wrk could not be installed: the benchmark skips its cross-check"
+
+bench: build venv wrk $(BENCH_TOOL) $(FLOOR_WASM)
 	@if [ "$${BENCH_PEERS:-0}" = 1 ]; then $(MAKE) --no-print-directory $(PEERS_STAMP); fi
 	$(VENV)/bin/python bench/run.py
 

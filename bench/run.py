@@ -26,6 +26,12 @@ the same pair (with the quartiles of those differences). Drift in the host's
 speed, which moves every arm within a pair alike, cancels out; measured a
 minute apart it did not. Streaming is paired the same way.
 
+The load generator is this benchmark's own tool (bench/src/main.rs): wrk
+cannot time a streamed event or hold a fixed rate, and its slices are whole
+seconds. So that its figures need not be taken on trust, the run ends with
+the same one-connection and 16-connection loads driven by wrk (the apt
+package), paired the same way, beside the tool's own.
+
 With BENCH_PEERS=1 the same workload also goes through LiteLLM proxy and
 TensorZero's gateway (installed by make into .venv-peers), each given the
 same single core as the proxies.
@@ -34,7 +40,8 @@ Environment: ROUNDS (3), DURATION (2 s per CPU and throughput measurement),
 PAIRS (20) and SLICE (0.4 s) for latency, RATE (1000 rps for
 the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
 SOAK_ARM (tollgate, or native), SIZES (1KB,10KB,100KB: which body sizes),
-BENCH_PEERS (0), AWAKE (1: keep both cores
+BENCH_PEERS (0), WRK_PAIRS (8: pairs of 1 s wrk slices in the cross-check;
+0 skips it), AWAKE (1: keep both cores
 out of the hypervisor's idle halt with a busy loop at SCHED_IDLE; 0 lets
 them halt, and every request then pays the VM's wake-up).
 """
@@ -42,6 +49,8 @@ them halt, and every request then pays the VM's wake-up).
 import json
 import os
 import random
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +76,8 @@ PEERS = os.environ.get("BENCH_PEERS", "0") == "1"
 AWAKE = os.environ.get("AWAKE", "1") == "1"
 STREAM_REQUESTS = int(os.environ.get("STREAM_REQUESTS", "50"))
 PAIRS = int(os.environ.get("PAIRS", "20"))
+WRK_PAIRS = int(os.environ.get("WRK_PAIRS", "8"))
+WRK = shutil.which("wrk")
 SLICE = float(os.environ.get("SLICE", "0.4"))
 # Streamed requests per arm in one slice of a round (STREAM_REQUESTS a round).
 STREAM_SLICE = 10
@@ -212,6 +223,31 @@ def stream(port, path_body, requests=STREAM_REQUESTS):
             "--requests", str(requests), "--header", f"authorization: Bearer {TEAM_KEY}"]
     out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def wrk(arm, label, connections, duration=1):
+    """One run of wrk (the apt package) on the load generator's CPU, with one
+    thread: its p50 in µs (from --latency) and its requests/s."""
+    script = WORK / f"wrk-{arm.port}-{label.replace(' ', '')}.lua"
+    if not script.exists():
+        script.write_text(f"""wrk.method = "POST"
+local f = assert(io.open("{arm.bodies[label]}", "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {arm.key}"
+""")
+    argv = [WRK, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), f"http://127.0.0.1:{arm.port}{arm.path}"]
+    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True)
+    text = out.stdout
+    if out.returncode != 0 or "Non-2xx" in text or "Socket errors" in text:
+        sys.exit(f"wrk on port {arm.port}{arm.path} failed: {text.strip()} {out.stderr.strip()}")
+    p50 = re.search(r"^\s*50%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if not p50 or not rps:
+        sys.exit(f"wrk's output not understood: {text}")
+    scale = {"us": 1, "ms": 1000, "s": 1_000_000}[p50.group(2)]
+    return float(p50.group(1)) * scale, float(rps.group(1))
 
 
 def start_peers(upstream_port, bodies, arms, procs):
@@ -434,6 +470,20 @@ user_access:
                 results[label][arm]["p50"].append(one["p50_us"])
                 results[label][arm]["p99"].append(one["p99_us"])
 
+    # The cross-check: the same loads driven by wrk, paired the same way.
+    wrk_arms = [a for a in ("direct", "envoy", "tollgate", "native") if a in arms]
+    checked = {label: {arm: {"p50": [], "rps": []} for arm in wrk_arms} for label, _ in SIZES}
+    if WRK and WRK_PAIRS:
+        print(f"wrk: {WRK_PAIRS} pairs of 1 s slices", file=sys.stderr)
+        for _ in range(WRK_PAIRS):
+            for label, _ in SIZES:
+                order = list(wrk_arms)
+                shuffle(order)
+                for arm in order:
+                    p50, _rps = wrk(arms[arm], label, 1)
+                    checked[label][arm]["p50"].append(p50)
+                    checked[label][arm]["rps"].append(wrk(arms[arm], label, 16)[1])
+
     med = statistics.median
 
     def paired(mine, base):
@@ -509,6 +559,22 @@ user_access:
         added_ttft = shown(*ttft_added) if ours else ""
         added_delay = shown(*delay_added) if ours else ""
         lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {delay:.0f} | {added_delay} |")
+    if WRK and WRK_PAIRS:
+        lines += ["", f"Cross-check: the same arms driven by wrk ({WRK_PAIRS} pairs of 1 s slices, one thread; p50 at one "
+                      "connection, requests/s at 16), beside this tool's figures from the table above:", "",
+                  "| body | arm | wrk p50 µs | tool p50 µs | wrk added p50 vs Envoy (quartiles) | tool added | wrk rps (16 conns) | tool max rps |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for label, _ in SIZES:
+            for arm in wrk_arms:
+                got = checked[label][arm]
+                ours = summary[f"{label} {arm}"]
+                added = shown(*paired(got["p50"], checked[label]["envoy"]["p50"])) if arm not in ("direct", "envoy") else ""
+                tool_added = f"{ours['added_vs_envoy_us']:+.0f}" if arm not in ("direct", "envoy") else ""
+                summary[f"{label} {arm}"]["wrk"] = {"p50_us": med(got["p50"]), "rps": med(got["rps"])}
+                lines.append(f"| {label} | {arm} | {med(got['p50']):.0f} | {ours['p50_us']:.0f} | {added} | {tool_added} | "
+                             f"{med(got['rps']):.0f} | {ours['max_rps']:.0f} |")
+    elif WRK_PAIRS:
+        lines += ["", "(No wrk on PATH: the cross-check was skipped. `make bench` installs it with apt.)"]
     lines += ["", "| RSS after the run | KiB |", "|---|---|"] + [f"| {arm} | {kib} |" for arm, kib in rss.items()]
     if soak:
         lines += ["", f"Soak, {SOAK} s at 500 rps through the {SOAK_ARM} arm, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]
