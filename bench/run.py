@@ -460,29 +460,35 @@ user_access:
                 streaming[arm]["ttft"].append(s["ttft_p50_us"])
                 streaming[arm]["gap"].append(s["gap_p50_us"])
                 streaming[arm]["delay"].append(s["delay_p50_us"])
+    def in_pairs(count, names, measure):
+        """`count` times, for every body size, `measure(label, arm)` for each
+        arm of `names` once, in a shuffled order: the slices that pair."""
+        for _ in range(count):
+            for label, _ in SIZES:
+                order = list(names)
+                shuffle(order)
+                for arm in order:
+                    measure(label, arm)
+
+    def one_connection(label, arm):
+        one = load(arms[arm], label, duration=SLICE, warmup=0.1)
+        results[label][arm]["p50"].append(one["p50_us"])
+        results[label][arm]["p99"].append(one["p99_us"])
+
     print(f"latency: {PAIRS} pairs of {SLICE} s slices at one connection", file=sys.stderr)
-    for _ in range(PAIRS):
-        for label, _ in SIZES:
-            order = list(arms)
-            shuffle(order)
-            for arm in order:
-                one = load(arms[arm], label, duration=SLICE, warmup=0.1)
-                results[label][arm]["p50"].append(one["p50_us"])
-                results[label][arm]["p99"].append(one["p99_us"])
+    in_pairs(PAIRS, arms, one_connection)
 
     # The cross-check: the same loads driven by wrk, paired the same way.
     wrk_arms = [a for a in ("direct", "envoy", "tollgate", "native") if a in arms]
     checked = {label: {arm: {"p50": [], "rps": []} for arm in wrk_arms} for label, _ in SIZES}
+
+    def by_wrk(label, arm):
+        checked[label][arm]["p50"].append(wrk(arms[arm], label, 1)[0])
+        checked[label][arm]["rps"].append(wrk(arms[arm], label, 16)[1])
+
     if WRK and WRK_PAIRS:
         print(f"wrk: {WRK_PAIRS} pairs of 1 s slices", file=sys.stderr)
-        for _ in range(WRK_PAIRS):
-            for label, _ in SIZES:
-                order = list(wrk_arms)
-                shuffle(order)
-                for arm in order:
-                    p50, _rps = wrk(arms[arm], label, 1)
-                    checked[label][arm]["p50"].append(p50)
-                    checked[label][arm]["rps"].append(wrk(arms[arm], label, 16)[1])
+        in_pairs(WRK_PAIRS, wrk_arms, by_wrk)
 
     med = statistics.median
 
