@@ -52,11 +52,14 @@ pub fn worst_case_micro(price: Option<Price>, estimate: Estimate) -> u64 {
 
 /// A copy of a response body as it passes through, kept to read its usage
 /// at the end. Past `limit` bytes it stops copying and the usage is
-/// estimated.
+/// estimated. A body that comes in one piece is read as it passes, and
+/// not copied.
 #[derive(Debug, Default)]
 pub struct ResponseCopy {
     bytes: Vec<u8>,
     overflowed: bool,
+    /// The usage of a body that came in one piece.
+    read: Option<Option<Usage>>,
 }
 
 /// The largest response body copied for its usage.
@@ -72,11 +75,23 @@ impl ResponseCopy {
         self.bytes.extend_from_slice(chunk);
     }
 
+    /// The body's last chunk: read where it is when it is the whole body.
+    pub fn push_last(&mut self, chunk: &[u8]) {
+        if self.bytes.is_empty() && !self.overflowed && self.read.is_none() && chunk.len() <= RESPONSE_COPY_LIMIT {
+            self.read = Some(usage::from_response(chunk));
+        } else {
+            self.push(chunk);
+        }
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         if self.overflowed {
             return None;
         }
-        usage::from_response(&self.bytes)
+        match self.read {
+            Some(read) => read,
+            None => usage::from_response(&self.bytes),
+        }
     }
 }
 
@@ -119,5 +134,24 @@ mod tests {
         c.push(&vec![b' '; RESPONSE_COPY_LIMIT]);
         c.push(b"{}");
         assert_eq!(c.usage(), None);
+    }
+
+    #[test]
+    fn a_body_in_one_piece_is_read_without_a_copy() {
+        let u = Some(Usage { input: 3, cached_input: 0, output: 4, ..Usage::default() });
+        let mut c = ResponseCopy::default();
+        c.push_last(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
+        assert!(c.bytes.is_empty());
+        assert_eq!(c.usage(), u);
+        // In pieces, the last one joins the copy.
+        let mut c = ResponseCopy::default();
+        c.push(br#"{"usage":{"prompt_tokens":3,"#);
+        c.push_last(br#""completion_tokens":4}}"#);
+        assert_eq!(c.usage(), u);
+        // An empty last chunk after the body.
+        let mut c = ResponseCopy::default();
+        c.push(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#);
+        c.push_last(b"");
+        assert_eq!(c.usage(), u);
     }
 }

@@ -477,10 +477,7 @@ fn decide(
 /// header removed only where the client sent it, and every other client
 /// `x-envoy-*` header removed (those steer Envoy's router: only the gateway
 /// sets them). Each edit is one call into Envoy, so the fewer the better.
-pub fn header_edits<'a>(
-    client: &'a HeaderList,
-    changes: &'a [(&'static str, Option<String>)],
-) -> Vec<(&'a str, Option<&'a str>)> {
+pub fn header_edits<'a>(client: &'a HeaderList, changes: &'a [(&'static str, Option<String>)]) -> Vec<(&'a str, HeaderEdit<'a>)> {
     // One pass over the client's headers. For each change: whether the
     // client sent its header, whether more than once, and whether the
     // first value already equals the change's. Names are compared by
@@ -517,17 +514,30 @@ pub fn header_edits<'a>(
             None => {}
         }
     }
-    let mut edits: Vec<(&'a str, Option<&'a str>)> = Vec::with_capacity(changes.len() + stray.len());
+    let mut edits: Vec<(&'a str, HeaderEdit<'a>)> = Vec::with_capacity(changes.len() + stray.len());
     for ((name, value), s) in changes.iter().zip(seen.iter()) {
         match value {
             Some(_) if s.count == 1 && s.first_equal => {}
-            Some(v) => edits.push((name, Some(v.as_str()))),
-            None if s.count > 0 => edits.push((name, None)),
+            // Envoy adds a header the client did not send without first
+            // looking for it to remove (and an empty value only by setting).
+            Some(v) if s.count == 0 && !v.is_empty() => edits.push((name, HeaderEdit::Add(v))),
+            Some(v) => edits.push((name, HeaderEdit::Set(v))),
+            None if s.count > 0 => edits.push((name, HeaderEdit::Remove)),
             None => {}
         }
     }
-    edits.extend(stray.into_iter().map(|name| (name, None)));
+    edits.extend(stray.into_iter().map(|name| (name, HeaderEdit::Remove)));
     edits
+}
+
+/// One of [`header_edits`]: how a header changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderEdit<'a> {
+    /// The client did not send it.
+    Add(&'a str),
+    /// The client sent it with another value, or more than once.
+    Set(&'a str),
+    Remove,
 }
 
 /// What [`header_edits`] saw of one change's header among the client's.

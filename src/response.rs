@@ -80,7 +80,11 @@ impl Reader {
     pub fn on_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkAction {
         match self {
             Self::Copy(copy) => {
-                copy.push(chunk);
+                if end_of_stream {
+                    copy.push_last(chunk);
+                } else {
+                    copy.push(chunk);
+                }
                 ChunkAction::default()
             }
             Self::Meter(meter) => {

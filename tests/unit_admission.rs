@@ -791,7 +791,7 @@ fn a_wrong_key_is_shown_masked() {
 
 #[test]
 fn header_edits_change_only_what_differs() {
-    use tollgate::admission::header_edits;
+    use tollgate::admission::{header_edits, HeaderEdit::*};
     let pairs: Vec<(&str, &[u8])> = [
         (":path", "/v1/chat/completions"),
         (":authority", "gateway.local"),
@@ -814,24 +814,30 @@ fn header_edits_change_only_what_differs() {
         ("x-api-key", None),
         ("x-envoy-max-retries", None),
         ("cookie", Some("a=1".into())),
+        ("x-tollgate-cluster", Some("tollgate|https|api.openai.com|443".into())),
+        ("x-empty", Some(String::new())),
     ];
     assert_eq!(
         header_edits(&client, &changes),
         vec![
-            (":authority", Some("api.openai.com")),
-            ("authorization", Some("Bearer sk-provider")),
-            ("x-envoy-max-retries", None),
+            (":authority", Set("api.openai.com")),
+            ("authorization", Set("Bearer sk-provider")),
+            ("x-envoy-max-retries", Remove),
             // Sent twice: set, so that one value is left.
-            ("cookie", Some("a=1")),
+            ("cookie", Set("a=1")),
+            // Not sent: added (Envoy need not look for it first)...
+            ("x-tollgate-cluster", Add("tollgate|https|api.openai.com|443")),
+            // ...unless empty, which Envoy sets but does not add.
+            ("x-empty", Set("")),
             // Not among the changes, but no client steers Envoy's router.
-            ("x-envoy-upstream-rq-timeout-ms", None),
+            ("x-envoy-upstream-rq-timeout-ms", Remove),
         ]
     );
 }
 
 #[test]
 fn header_edits_handle_repeats_and_many_changes() {
-    use tollgate::admission::header_edits;
+    use tollgate::admission::{header_edits, HeaderEdit::*};
     let pairs: Vec<(&str, &[u8])> = [("x-envoy-retry-on", "5xx"), ("x-b", "1"), ("x-envoy-retry-on", "reset"), ("x-a", "same")]
         .iter()
         .map(|(k, v)| (*k, v.as_bytes()))
@@ -845,7 +851,7 @@ fn header_edits_handle_repeats_and_many_changes() {
     changes.push(("x-h0", Some("new".into())));
     assert_eq!(
         header_edits(&client, &changes),
-        vec![("x-b", Some("2")), ("x-h0", Some("new")), ("x-envoy-retry-on", None)],
-        "a header sent twice is removed once; absent headers are not removed; equal values are left"
+        vec![("x-b", Set("2")), ("x-h0", Add("new")), ("x-envoy-retry-on", Remove)],
+        "a header sent twice is removed once; absent headers are not removed but added; equal values are left"
     );
 }

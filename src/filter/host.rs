@@ -12,6 +12,7 @@ use log::warn;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 
+use crate::admission::HeaderEdit;
 use crate::errors::ApiError;
 use crate::header_list::HeaderList;
 
@@ -51,9 +52,17 @@ pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str>
 /// Applies the forward's header changes to the request Envoy holds: one
 /// hostcall for each header that actually changes (`admission::header_edits`).
 pub fn rewrite_request_headers(headers: &HeaderList, changes: &[(&'static str, Option<String>)]) -> bool {
-    crate::admission::header_edits(headers, changes)
-        .into_iter()
-        .all(|(name, value)| set_request_header(name, value))
+    crate::admission::header_edits(headers, changes).into_iter().all(|(name, edit)| match edit {
+        HeaderEdit::Add(value) => match hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value) {
+            Ok(()) => true,
+            Err(status) => {
+                warn!("adding header {name} failed: {status:?}");
+                false
+            }
+        },
+        HeaderEdit::Set(value) => set_request_header(name, Some(value)),
+        HeaderEdit::Remove => set_request_header(name, None),
+    })
 }
 
 pub fn response_header(name: &str) -> Option<String> {
@@ -99,6 +108,28 @@ pub fn body(buffer: BufferType, size: usize) -> Result<Vec<u8>, Status> {
         return Ok(Vec::new());
     }
     hostcalls::get_buffer(buffer, 0, size).map(Option::unwrap_or_default)
+}
+
+/// Lends the first `size` bytes of the request's or the response's body to
+/// `f`. The native build reads them where Envoy holds them when they lie
+/// in one slice; wasm copies them into the VM, as it must. `f` must not
+/// change the body: the bytes it is lent may be Envoy's own.
+pub fn with_body<R>(buffer: BufferType, size: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, Status> {
+    if size == 0 {
+        return Ok(f(&[]));
+    }
+    #[cfg(feature = "native")]
+    {
+        let request = match buffer {
+            BufferType::HttpRequestBody => Some(true),
+            BufferType::HttpResponseBody => Some(false),
+            _ => None,
+        };
+        if let Some(request) = request {
+            return crate::native::with_body(request, size, f).ok_or(Status::NotFound);
+        }
+    }
+    body(buffer, size).map(|bytes| f(&bytes))
 }
 
 pub fn send_json(status: u16, body: &str) {

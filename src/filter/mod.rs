@@ -298,6 +298,16 @@ struct InFlight {
 }
 
 /// What it takes to send a request again, to a fallback model.
+/// A request admitted on its body, before it is forwarded.
+struct Admitted {
+    forward: admission::Forward,
+    retry: Option<Box<Retry>>,
+    /// Every deployment of the model was cooling down.
+    cooled: bool,
+    /// The request's number on this worker, for routing.
+    n: u64,
+}
+
 struct Retry {
     pending: Pending,
     /// The request as the client sent it.
@@ -462,8 +472,10 @@ impl HttpContext for Request {
             self.state = State::Reading { pending, started_ms, headers };
             return Action::Pause;
         }
-        match host::body(BufferType::HttpRequestBody, body_size) {
-            Ok(body) => self.finish(&gw, &pending, &body, started_ms, &headers),
+        // The body is read where Envoy holds it (native) for the decision;
+        // it is rewritten only after that.
+        match host::with_body(BufferType::HttpRequestBody, body_size, |body| self.admit(&gw, &pending, body, started_ms, &headers)) {
+            Ok(admitted) => self.forward(&gw, &pending, admitted, started_ms, &headers),
             Err(status) => self.deny(Some(pending.team), &ApiError::internal(&format!("reading the request body failed: {status:?}"))),
         }
     }
@@ -552,17 +564,25 @@ impl HttpContext for Request {
                 // Held by Envoy until the body is complete.
                 return Action::Pause;
             }
-            let chunk = match host::body(BufferType::HttpResponseBody, body_size) {
-                Ok(chunk) => chunk,
+            let whole = matches!(reader, Reader::Whole { .. });
+            let model = self.gateway.as_ref().and_then(|gw| gw.models.get(flight.model)).map_or("", |m| m.name.as_str());
+            let (status, created) = (flight.status, flight.started_ms / 1000);
+            // The chunk is read where Envoy holds it (native), and the body
+            // is rewritten only after the reader is done with it.
+            let mut read = |chunk: &[u8]| {
+                let action = reader.on_chunk(chunk, end_of_stream);
+                let rewritten = if whole { reader.on_whole(chunk, status, model, created) } else { None };
+                (action, rewritten)
+            };
+            let (action, rewritten) = match host::with_body(BufferType::HttpResponseBody, body_size, &mut read) {
+                Ok(read) => read,
                 Err(status) => {
                     warn!("reading the response body failed: {status:?}");
-                    Vec::new()
+                    read(&[])
                 }
             };
-            let action = reader.on_chunk(&chunk, end_of_stream);
-            let replace_with = if matches!(reader, Reader::Whole { .. }) {
-                let model = self.gateway.as_ref().and_then(|gw| gw.models.get(flight.model)).map_or("", |m| m.name.as_str());
-                reader.on_whole(&chunk, flight.status, model, flight.started_ms / 1000).map(|rewritten| {
+            let replace_with = if whole {
+                rewritten.map(|rewritten| {
                     // The headers are still held: they can follow the body.
                     host::set_response_header("content-length", Some(&rewritten.body.len().to_string()));
                     if let Some(status) = rewritten.status {
@@ -617,20 +637,41 @@ impl Request {
         started_ms: u64,
         headers: &HeaderList,
     ) -> Action {
+        let admitted = self.admit(gw, pending, body, started_ms, headers);
+        self.forward(gw, pending, admitted, started_ms, headers)
+    }
+
+    /// The decision on a complete request, the part that reads its body:
+    /// its model, access and deployment, and the edits to make.
+    fn admit(&self, gw: &Gateway, pending: &Pending, body: &[u8], started_ms: u64, headers: &HeaderList) -> Result<Admitted, ApiError> {
         let n = self.routed.get();
         self.routed.set(n.wrapping_add(1));
         let cooled = Cell::new(false);
-        let forward = match admission::on_body_with(gw, pending, body, &mut |_, m| self.choose(gw, m, started_ms, n, &cooled)) {
-            Ok(forward) => forward,
-            Err(error) => return self.deny(Some(pending.team), &error),
-        };
+        let forward = admission::on_body_with(gw, pending, body, &mut |_, m| self.choose(gw, m, started_ms, n, &cooled))?;
         // With fallbacks, what it takes to send the request again elsewhere.
-        let mut retry = gw.models.get(forward.model).filter(|m| !m.fallbacks.is_empty()).map(|m| {
+        let retry = gw.models.get(forward.model).filter(|m| !m.fallbacks.is_empty()).map(|m| {
             Box::new(Retry { pending: pending.clone(), body: body.to_vec(), headers: headers.clone(), remaining: m.fallbacks.clone() })
         });
+        Ok(Admitted { forward, retry, cooled: cooled.get(), n })
+    }
+
+    /// Forwards an admitted request (limits, the budget's reservation, the
+    /// edits), or answers with an error.
+    fn forward(
+        &mut self,
+        gw: &Gateway,
+        pending: &Pending,
+        admitted: Result<Admitted, ApiError>,
+        started_ms: u64,
+        headers: &HeaderList,
+    ) -> Action {
+        let Admitted { forward, mut retry, cooled, n } = match admitted {
+            Ok(admitted) => admitted,
+            Err(error) => return self.deny(Some(pending.team), &error),
+        };
         // Every deployment of the model is cooling down: straight to a fallback.
         let primary = forward.model;
-        let forward = match retry.as_mut().filter(|_| cooled.get()) {
+        let forward = match retry.as_mut().filter(|_| cooled) {
             Some(r) => match self.next_fallback(gw, r, started_ms, n) {
                 Some(fallback) => fallback,
                 None => forward,

@@ -204,8 +204,15 @@ pub(super) unsafe fn body_size(filter: abi::FilterEnvoy, request: bool) -> usize
 /// The body a wasm filter would see: what Envoy buffered so far, and the
 /// chunk now arriving (unless Envoy already moved it into the buffer).
 pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
-    let (kinds, n) = body_kinds(filter, request);
     let mut out = Vec::new();
+    for_each_chunk(filter, request, |c| out.push(c));
+    out
+}
+
+/// Calls `each` with every slice of [`body_chunks`], in order, without
+/// collecting them.
+unsafe fn for_each_chunk<'a>(filter: abi::FilterEnvoy, request: bool, mut each: impl FnMut(&'a [u8])) {
+    let (kinds, n) = body_kinds(filter, request);
     // A body is a few chunks as a rule: their list is read onto the stack.
     let mut small = [EnvoyBuffer::EMPTY; 16];
     for &kind in kinds.iter().take(n) {
@@ -222,11 +229,50 @@ pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) ->
             }
         };
         if abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunks.as_mut_ptr()) {
-            out.reserve(n);
-            out.extend(chunks.iter().map(|c| c.bytes()));
+            for c in chunks.iter() {
+                each(c.bytes());
+            }
         }
     }
-    out
+}
+
+/// Lends the first `size` bytes of the request's or the response's body
+/// (what `proxy_get_buffer_bytes` would copy out) to `f`. A body Envoy
+/// holds in one slice, as a chunk of a stream or a small request is, is
+/// read where it lies; one in several slices is joined into one copy.
+/// None when no stream is being served.
+///
+/// The slices are valid until Envoy's buffer changes, so `f` must not
+/// change the body (no `proxy_set_buffer_bytes` inside it).
+pub(crate) fn with_body<R>(request: bool, size: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    let filter = with_worker(|w| w.filter);
+    if filter.is_null() {
+        return None;
+    }
+    let mut first: &[u8] = &[];
+    let mut joined: Vec<u8> = Vec::new();
+    let mut slices = 0usize;
+    // SAFETY: `filter` is the stream being served; the slices Envoy lends
+    // are read before this function returns, and nothing here changes them.
+    unsafe {
+        for_each_chunk(filter, request, |c| {
+            if c.is_empty() {
+                return;
+            }
+            match slices {
+                0 => first = c,
+                1 => {
+                    joined.reserve(body_size(filter, request).min(size));
+                    joined.extend_from_slice(first);
+                    joined.extend_from_slice(c);
+                }
+                _ => joined.extend_from_slice(c),
+            }
+            slices = slices.saturating_add(1);
+        });
+    }
+    let whole: &[u8] = if slices > 1 { &joined } else { first };
+    Some(f(whole.get(..size).unwrap_or(whole)))
 }
 
 /// Copies bytes `start..start + out.len()` of `chunks`, taken as one

@@ -22,6 +22,8 @@ mod abi;
 mod batch;
 mod hostcalls;
 
+pub(crate) use hostcalls::with_body;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
