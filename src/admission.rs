@@ -4,6 +4,8 @@
 //!
 //! Nothing here calls the host; `filter` applies the decisions.
 
+use std::borrow::Cow;
+
 use crate::access;
 use crate::anthropic;
 use crate::auth;
@@ -133,11 +135,12 @@ pub fn on_head(gw: &Gateway, head: &Head<'_>) -> HeadDecision {
 
 /// How the filter must change a request before it goes upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
+pub struct Forward<'g> {
     pub model: usize,
     pub deployment: usize,
     /// Header changes in order; `None` removes the header.
-    pub headers: Vec<(&'static str, Option<String>)>,
+    /// Values borrow from the config where they can (no copy a request).
+    pub headers: Vec<(&'static str, Option<Cow<'g, str>>)>,
     /// Replace the body's first `replace` bytes with `prefix`.
     pub body_edit: Option<BodyEdit>,
     /// The most this request can cost, in tokens, for the budget reservation.
@@ -169,16 +172,16 @@ pub struct StreamPlan {
 
 /// Replace `body[start..end]` with `with` (`start == end` inserts).
 #[derive(Debug)]
-struct Edit {
+struct Edit<'g> {
     start: usize,
     end: usize,
-    with: Vec<u8>,
+    with: Cow<'g, [u8]>,
 }
 
 /// Turns edits into one prefix replacement, the only body change Envoy's
 /// wasm host supports short of replacing everything: the body up to the last
 /// edit is rebuilt, the rest is left where it is.
-fn splice(body: &[u8], mut edits: Vec<Edit>) -> Option<BodyEdit> {
+fn splice(body: &[u8], mut edits: Vec<Edit<'_>>) -> Option<BodyEdit> {
     edits.sort_by_key(|e| e.start);
     let last = edits.last()?.end;
     let mut prefix = Vec::with_capacity(last.saturating_add(64));
@@ -202,7 +205,7 @@ fn stream_plan(
     body: &[u8],
     top: &json_scan::TopLevel,
     endpoint: Endpoint,
-    edits: &mut Vec<Edit>,
+    edits: &mut Vec<Edit<'_>>,
 ) -> Result<Option<StreamPlan>, ApiError> {
     if !is_streaming(body, top) || endpoint == Endpoint::Embeddings {
         return Ok(None);
@@ -215,11 +218,11 @@ fn stream_plan(
             let mut with = br#""stream_options":"#.to_vec();
             with.extend_from_slice(INCLUDE_USAGE);
             with.push(b',');
-            edits.push(Edit { start: at, end: at, with });
+            edits.push(Edit { start: at, end: at, with: Cow::Owned(with) });
             false
         }
         Some(span) if span.kind == Kind::Null => {
-            edits.push(Edit { start: span.start, end: span.end, with: INCLUDE_USAGE.to_vec() });
+            edits.push(Edit { start: span.start, end: span.end, with: Cow::Borrowed(INCLUDE_USAGE) });
             false
         }
         Some(span) if span.kind == Kind::Object => {
@@ -230,7 +233,7 @@ fn stream_plan(
             if !asked {
                 options.insert("include_usage".to_string(), serde_json::Value::Bool(true));
                 let with = serde_json::to_vec(&options).unwrap_or_else(|_| INCLUDE_USAGE.to_vec());
-                edits.push(Edit { start: span.start, end: span.end, with });
+                edits.push(Edit { start: span.start, end: span.end, with: Cow::Owned(with) });
             }
             asked
         }
@@ -313,39 +316,39 @@ pub type Chooser<'c> = dyn FnMut(usize, &Model) -> Option<usize> + 'c;
 
 /// Decides where a complete request body goes, with the deployment picked
 /// by `choose`.
-pub fn on_body_with(gw: &Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>) -> Result<Forward, ApiError> {
+pub fn on_body_with<'g>(gw: &'g Gateway, pending: &Pending, body: &[u8], choose: &mut Chooser<'_>) -> Result<Forward<'g>, ApiError> {
     decide(gw, pending, body, None, choose).map_err(|e| e.for_endpoint(pending.endpoint))
 }
 
 /// The same request sent to another model (a fallback): the body's model
 /// is replaced by a deployment of `model`, which the team must be allowed.
-pub fn on_body_for(
-    gw: &Gateway,
+pub fn on_body_for<'g>(
+    gw: &'g Gateway,
     pending: &Pending,
     body: &[u8],
     model: &str,
     choose: &mut Chooser<'_>,
-) -> Result<Forward, ApiError> {
+) -> Result<Forward<'g>, ApiError> {
     decide(gw, pending, body, Some(model), choose).map_err(|e| e.for_endpoint(pending.endpoint))
 }
 
 /// [`on_body_with`] without shared routing state: the `n`-th request's
 /// draw is `n` thousandths into the weights, so with equal weights (1 each)
 /// requests take the deployments in turn.
-pub fn on_body(gw: &Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forward, ApiError> {
+pub fn on_body<'g>(gw: &'g Gateway, pending: &Pending, body: &[u8], n: u64) -> Result<Forward<'g>, ApiError> {
     let state = routing::ModelState::default();
     on_body_with(gw, pending, body, &mut |_, m: &Model| {
         routing::pick(gw.strategy, &m.candidates, &state, 0, n.wrapping_mul(1000), n)
     })
 }
 
-fn decide(
-    gw: &Gateway,
+fn decide<'g>(
+    gw: &'g Gateway,
     pending: &Pending,
     body: &[u8],
     instead: Option<&str>,
     choose: &mut Chooser<'_>,
-) -> Result<Forward, ApiError> {
+) -> Result<Forward<'g>, ApiError> {
     let top = json_scan::scan(body).map_err(scan_error)?;
     let span = top
         .get(TopKey::Model)
@@ -368,8 +371,8 @@ fn decide(
 
     // The model as the body names it, and the model to serve.
     let in_body = name;
-    let name = instead.map_or_else(|| in_body.to_string(), str::to_string);
-    let model = access::check(gw, pending.team, &name)?;
+    let name: &str = instead.unwrap_or(&in_body);
+    let model = access::check(gw, pending.team, name)?;
     if let Some(rule) = pending.key.and_then(|k| gw.key_rules.get(k)) {
         let allowed = rule.allowed.as_ref().map_or(true, |a| a.get(model).copied().unwrap_or(false));
         if !allowed {
@@ -411,9 +414,9 @@ fn decide(
             (Some(BodyEdit { replace: body.len(), prefix: translated.body }), stream)
         }
         Wire::OpenAI | Wire::Anthropic => {
-            let mut edits: Vec<Edit> = Vec::new();
+            let mut edits: Vec<Edit<'g>> = Vec::new();
             if in_body != dep.upstream_model {
-                edits.push(Edit { start: span.start, end: span.end, with: dep.upstream_model_json.as_bytes().to_vec() });
+                edits.push(Edit { start: span.start, end: span.end, with: Cow::Borrowed(dep.upstream_model_json.as_bytes()) });
             }
             let stream = if wire == Wire::Anthropic {
                 // Anthropic streams always carry usage.
@@ -430,18 +433,18 @@ fn decide(
     };
 
     // Room for every header below (one allocation).
-    let mut headers: Vec<(&'static str, Option<String>)> =
+    let mut headers: Vec<(&'static str, Option<Cow<'g, str>>)> =
         Vec::with_capacity(10 + CLIENT_CREDENTIAL_HEADERS.len() + CLIENT_ACCOUNT_HEADERS.len());
     headers.extend([
         // The gateway owns the upstream URL: the client's query string is dropped.
-        (":path", Some(path.to_string())),
-        (":authority", Some(dep.authority.clone())),
-        (CLUSTER_HEADER, Some(dep.cluster.clone())),
-        ("content-length", Some(body_len.to_string())),
+        (":path", Some(Cow::Borrowed(path))),
+        (":authority", Some(Cow::Borrowed(dep.authority.as_str()))),
+        (CLUSTER_HEADER, Some(Cow::Borrowed(dep.cluster.as_str()))),
+        ("content-length", Some(Cow::Owned(body_len.to_string()))),
     ]);
     for name in CLIENT_CREDENTIAL_HEADERS {
         match dep.auth_headers.iter().find(|(h, _)| *h == name) {
-            Some((_, value)) => headers.push((name, Some(value.clone()))),
+            Some((_, value)) => headers.push((name, Some(Cow::Borrowed(value.as_str())))),
             None => headers.push((name, None)),
         }
     }
@@ -449,22 +452,22 @@ fn decide(
         headers.push((name, None));
     }
     // Usage is read from the answer, so it must come uncompressed.
-    headers.push(("accept-encoding", Some("identity".to_string())));
+    headers.push(("accept-encoding", Some(Cow::Borrowed("identity"))));
     // Envoy's router reads these: the deployment's timeout, and retries on
     // the same deployment. The gateway sets them or removes the client's.
     // Envoy's timeout covers the whole response, so a stream still flowing
     // would be cut: it applies to answers that come whole.
-    headers.push(("x-envoy-upstream-rq-timeout-ms", dep.timeout_ms.filter(|_| stream.is_none()).map(|ms| ms.to_string())));
-    let retries = (gw.num_retries > 0).then(|| gw.num_retries.to_string());
+    headers.push(("x-envoy-upstream-rq-timeout-ms", dep.timeout_ms.filter(|_| stream.is_none()).map(|ms| Cow::Owned(ms.to_string()))));
+    let retries = (gw.num_retries > 0).then(|| Cow::Owned(gw.num_retries.to_string()));
     let retrying = retries.is_some();
     headers.push(("x-envoy-max-retries", retries));
-    headers.push(("x-envoy-retry-on", retrying.then(|| RETRY_ON.to_string())));
-    headers.push(("x-envoy-retriable-status-codes", retrying.then(|| "429".to_string())));
+    headers.push(("x-envoy-retry-on", retrying.then_some(Cow::Borrowed(RETRY_ON))));
+    headers.push(("x-envoy-retriable-status-codes", retrying.then_some(Cow::Borrowed("429"))));
     match wire {
-        Wire::AnthropicTranslated => headers.push(("anthropic-version", Some(anthropic::API_VERSION.to_string()))),
+        Wire::AnthropicTranslated => headers.push(("anthropic-version", Some(Cow::Borrowed(anthropic::API_VERSION)))),
         // An Anthropic client's own version is kept: it chose the API it reads.
         Wire::Anthropic if !pending.anthropic_version => {
-            headers.push(("anthropic-version", Some(anthropic::API_VERSION.to_string())));
+            headers.push(("anthropic-version", Some(Cow::Borrowed(anthropic::API_VERSION))));
         }
         Wire::Anthropic | Wire::OpenAI => {}
     }
@@ -477,7 +480,7 @@ fn decide(
 /// header removed only where the client sent it, and every other client
 /// `x-envoy-*` header removed (those steer Envoy's router: only the gateway
 /// sets them). Each edit is one call into Envoy, so the fewer the better.
-pub fn header_edits<'a>(client: &'a HeaderList, changes: &'a [(&'static str, Option<String>)]) -> Vec<(&'a str, HeaderEdit<'a>)> {
+pub fn header_edits<'a>(client: &'a HeaderList, changes: &'a [(&'static str, Option<Cow<'_, str>>)]) -> Vec<(&'a str, HeaderEdit<'a>)> {
     // One pass over the client's headers. For each change: whether the
     // client sent its header, whether more than once, and whether the
     // first value already equals the change's. Names are compared by

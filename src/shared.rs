@@ -12,7 +12,22 @@ pub trait Store {
     /// Writes if `cas` still matches the stored version (`None`: unconditionally).
     /// `Ok(false)` when someone else wrote first.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String>;
+    /// Reads and rewrites a value in one step, for a store that can hold
+    /// off every other writer meanwhile (a lock): `f` gets the value (None
+    /// if absent) and returns the new one, or None to leave it. `None`
+    /// when the store cannot, and [`update`] then uses compare-and-swap.
+    fn modify(&self, _key: &str, _f: &mut Rewrite<'_>) -> Option<Result<(), String>> {
+        None
+    }
 }
+
+/// What [`Store::modify`] runs on a value: the value (None if absent) to
+/// the new one, or None to leave it.
+pub type Rewrite<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
+
+/// What [`update`] returns: the record before and after, the change's
+/// refusal, or the store's error.
+pub type Updated<T, E> = Result<Result<(T, T), E>, String>;
 
 /// A record kept in shared data.
 pub trait Record: Sized + Default {
@@ -37,7 +52,37 @@ pub fn update<T: Record, E>(
     store: &dyn Store,
     key: &str,
     change: impl Fn(&T) -> Result<T, E>,
-) -> Result<Result<(T, T), E>, String> {
+) -> Updated<T, E> {
+    // In one step where the store can: one lookup, and no copy of the
+    // value out of the store.
+    let mut outcome: Option<Updated<T, E>> = None;
+    let modified = store.modify(key, &mut |value| {
+        let before = match value {
+            Some(bytes) => match T::decode(bytes) {
+                Some(before) => before,
+                None => {
+                    outcome = Some(Err(format!("shared record {key} is corrupt")));
+                    return None;
+                }
+            },
+            None => T::default(),
+        };
+        match change(&before) {
+            Ok(after) => {
+                let bytes = after.encode();
+                outcome = Some(Ok(Ok((before, after))));
+                Some(bytes)
+            }
+            Err(e) => {
+                outcome = Some(Ok(Err(e)));
+                None
+            }
+        }
+    });
+    if let Some(modified) = modified {
+        modified?;
+        return outcome.unwrap_or_else(|| Err(format!("shared record {key}: the store did not read it")));
+    }
     for _ in 0..MAX_ATTEMPTS {
         let (value, cas) = store.get(key)?;
         let before = match &value {
@@ -91,6 +136,29 @@ pub mod testing {
     #[derive(Default)]
     pub struct MapStore(pub Mutex<HashMap<String, (Vec<u8>, u32)>>);
 
+    /// The same, read and rewritten under its lock (as the native build's).
+    #[derive(Default)]
+    pub struct LockedStore(pub MapStore);
+
+    impl Store for LockedStore {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
+            self.0.get(key)
+        }
+
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String> {
+            self.0.set(key, value, cas)
+        }
+
+        fn modify(&self, key: &str, f: &mut crate::shared::Rewrite<'_>) -> Option<Result<(), String>> {
+            let mut map = self.0 .0.lock().unwrap();
+            let current = map.get(key).map(|(v, c)| (v.clone(), *c));
+            if let Some(new) = f(current.as_ref().map(|(v, _)| v.as_slice())) {
+                map.insert(key.to_string(), (new, current.map_or(0, |(_, c)| c) + 1));
+            }
+            Some(Ok(()))
+        }
+    }
+
     impl Store for MapStore {
         fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), String> {
             Ok(match self.0.lock().unwrap().get(key) {
@@ -114,6 +182,50 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    struct Count(u64);
+
+    impl Record for Count {
+        fn encode(&self) -> Vec<u8> {
+            encode_u64s(&[self.0])
+        }
+        fn decode(bytes: &[u8]) -> Option<Self> {
+            decode_u64s::<1>(bytes).map(|[n]| Count(n))
+        }
+    }
+
+    /// Both ways of updating (compare-and-swap, and in one step under a
+    /// lock) read, change and refuse alike, and lose no update when
+    /// threads race.
+    #[test]
+    fn updates_by_swap_and_under_a_lock_agree() {
+        use std::sync::Arc;
+        let stores: [Arc<dyn Store + Send + Sync>; 2] =
+            [Arc::new(testing::MapStore::default()), Arc::new(testing::LockedStore::default())];
+        for store in stores {
+            let add = |n: u64| move |c: &Count| if c.0 + n > 100 { Err("full") } else { Ok(Count(c.0 + n)) };
+            assert_eq!(update(&*store, "k", add(5)).unwrap(), Ok((Count(0), Count(5))));
+            assert_eq!(update(&*store, "k", add(96)).unwrap(), Err("full"));
+            assert_eq!(read::<Count>(&*store, "k").unwrap(), Count(5));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = Arc::clone(&store);
+                    std::thread::spawn(move || {
+                        for _ in 0..50 {
+                            update(&*store, "n", |c: &Count| Ok::<_, ()>(Count(c.0 + 1))).unwrap().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(read::<Count>(&*store, "n").unwrap(), Count(200));
+            store.set("bad", b"xyz", None).unwrap();
+            assert!(update(&*store, "bad", add(1)).unwrap_err().contains("corrupt"));
+        }
+    }
 
     #[test]
     fn u64_fields_round_trip() {

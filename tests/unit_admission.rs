@@ -471,12 +471,12 @@ fn headers_for_a_keyed_deployment() {
     let fwd = on_body(&gw, &p, body, 0).unwrap();
     let len = apply(body, &fwd.body_edit).len();
     assert_eq!(len, br#"{"model":"gpt-4o-mini-2024-07-18"}"#.len());
-    let expected: Vec<(&str, Option<String>)> = vec![
+    let expected: Vec<(&str, Option<std::borrow::Cow<str>>)> = vec![
         (":path", Some("/v1/chat/completions".into())),
         (":authority", Some("127.0.0.1:8000".into())),
         ("x-tollgate-cluster", Some("tollgate|http|127.0.0.1|8000".into())),
-        ("content-length", Some(len.to_string())),
-        ("authorization", Some(format!("Bearer {PROVIDER_SECRET}"))),
+        ("content-length", Some(len.to_string().into())),
+        ("authorization", Some(format!("Bearer {PROVIDER_SECRET}").into())),
         ("x-api-key", None),
         ("api-key", None),
         ("openai-organization", None),
@@ -806,7 +806,7 @@ fn header_edits_change_only_what_differs() {
     .map(|(k, v)| (*k, v.as_bytes()))
     .collect();
     let client = tollgate::header_list::HeaderList::from_pairs(&pairs);
-    let changes: Vec<(&'static str, Option<String>)> = vec![
+    let changes: Vec<(&'static str, Option<std::borrow::Cow<str>>)> = vec![
         (":path", Some("/v1/chat/completions".into())),
         (":authority", Some("api.openai.com".into())),
         ("authorization", Some("Bearer sk-provider".into())),
@@ -815,7 +815,7 @@ fn header_edits_change_only_what_differs() {
         ("x-envoy-max-retries", None),
         ("cookie", Some("a=1".into())),
         ("x-tollgate-cluster", Some("tollgate|https|api.openai.com|443".into())),
-        ("x-empty", Some(String::new())),
+        ("x-empty", Some("".into())),
     ];
     assert_eq!(
         header_edits(&client, &changes),
@@ -845,7 +845,7 @@ fn header_edits_handle_repeats_and_many_changes() {
     let client = tollgate::header_list::HeaderList::from_pairs(&pairs);
     // More changes than header_edits keeps on its stack, the two sent ones last.
     let names: Vec<&'static str> = (0..30).map(|i| &*Box::leak(format!("x-h{i}").into_boxed_str())).collect();
-    let mut changes: Vec<(&'static str, Option<String>)> = names.iter().map(|n| (*n, None)).collect();
+    let mut changes: Vec<(&'static str, Option<std::borrow::Cow<str>>)> = names.iter().map(|n| (*n, None)).collect();
     changes.push(("x-a", Some("same".into())));
     changes.push(("x-b", Some("2".into())));
     changes.push(("x-h0", Some("new".into())));

@@ -51,7 +51,7 @@ pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str>
 
 /// Applies the forward's header changes to the request Envoy holds: one
 /// hostcall for each header that actually changes (`admission::header_edits`).
-pub fn rewrite_request_headers(headers: &HeaderList, changes: &[(&'static str, Option<String>)]) -> bool {
+pub fn rewrite_request_headers(headers: &HeaderList, changes: &[(&'static str, Option<std::borrow::Cow<'_, str>>)]) -> bool {
     crate::admission::header_edits(headers, changes).into_iter().all(|(name, edit)| match edit {
         HeaderEdit::Add(value) => match hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value) {
             Ok(()) => true,
@@ -172,5 +172,16 @@ impl crate::shared::Store for SharedData {
             Err(Status::CasMismatch) => Ok(false),
             Err(s) => Err(format!("writing shared data {key}: {s:?}")),
         }
+    }
+
+    /// The native build keeps shared data in its own memory: a record is
+    /// read and rewritten there under its lock, in one step.
+    #[cfg(feature = "native")]
+    fn modify(&self, key: &str, f: &mut crate::shared::Rewrite<'_>) -> Option<Result<(), String>> {
+        Some(if crate::native::modify_shared_data(key.as_bytes(), f) {
+            Ok(())
+        } else {
+            Err(format!("updating shared data {key}: its lock is poisoned"))
+        })
     }
 }

@@ -8,6 +8,7 @@
 mod host;
 mod stats;
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -297,10 +298,9 @@ struct InFlight {
     calling: Option<u32>,
 }
 
-/// What it takes to send a request again, to a fallback model.
 /// A request admitted on its body, before it is forwarded.
-struct Admitted {
-    forward: admission::Forward,
+struct Admitted<'g> {
+    forward: admission::Forward<'g>,
     retry: Option<Box<Retry>>,
     /// Every deployment of the model was cooling down.
     cooled: bool,
@@ -308,6 +308,7 @@ struct Admitted {
     n: u64,
 }
 
+/// What it takes to send a request again, to a fallback model.
 struct Retry {
     pending: Pending,
     /// The request as the client sent it.
@@ -643,7 +644,7 @@ impl Request {
 
     /// The decision on a complete request, the part that reads its body:
     /// its model, access and deployment, and the edits to make.
-    fn admit(&self, gw: &Gateway, pending: &Pending, body: &[u8], started_ms: u64, headers: &HeaderList) -> Result<Admitted, ApiError> {
+    fn admit<'g>(&self, gw: &'g Gateway, pending: &Pending, body: &[u8], started_ms: u64, headers: &HeaderList) -> Result<Admitted<'g>, ApiError> {
         let n = self.routed.get();
         self.routed.set(n.wrapping_add(1));
         let cooled = Cell::new(false);
@@ -661,7 +662,7 @@ impl Request {
         &mut self,
         gw: &Gateway,
         pending: &Pending,
-        admitted: Result<Admitted, ApiError>,
+        admitted: Result<Admitted<'_>, ApiError>,
         started_ms: u64,
         headers: &HeaderList,
     ) -> Action {
@@ -746,7 +747,7 @@ impl Request {
 
     /// The next fallback that takes the request: one the team may use, not
     /// all in cooldown (unless it is the last).
-    fn next_fallback(&self, gw: &Gateway, retry: &mut Retry, now_ms: u64, n: u64) -> Option<Forward> {
+    fn next_fallback<'g>(&self, gw: &'g Gateway, retry: &mut Retry, now_ms: u64, n: u64) -> Option<Forward<'g>> {
         while !retry.remaining.is_empty() {
             let target = retry.remaining.remove(0);
             let Some(name) = gw.models.get(target).map(|m| m.name.clone()) else { continue };
@@ -827,7 +828,7 @@ impl Request {
 
     /// Reserves the request's worst case in the team's ledger. Returns the
     /// amount reserved (0 for a team without a budget).
-    fn reserve(&self, gw: &Gateway, pending: &Pending, forward: &Forward, now_ms: u64) -> Result<u64, ApiError> {
+    fn reserve(&self, gw: &Gateway, pending: &Pending, forward: &Forward<'_>, now_ms: u64) -> Result<u64, ApiError> {
         let team = gw.teams.get(pending.team).filter(|t| t.budget_micro.is_some());
         let extras = extra_ledgers(gw, pending.team, pending.key, pending.user.as_deref());
         if team.is_none() && extras.is_empty() {
@@ -1121,7 +1122,7 @@ fn release_limits(gw: &Gateway, team: usize, limited: bool, tokens: u64, now_ms:
 
 /// The full header list for a fallback's HTTP call: the client's headers
 /// with the forward's changes, without the client's own framing.
-fn outgoing_headers(client: &HeaderList, changes: &[(&str, Option<String>)]) -> Vec<(String, String)> {
+fn outgoing_headers(client: &HeaderList, changes: &[(&str, Option<Cow<'_, str>>)]) -> Vec<(String, String)> {
     const DROPPED: [&str; 4] = ["transfer-encoding", "connection", "keep-alive", "x-tollgate-cluster"];
     let mut out: Vec<(String, String)> = client
         .iter()
@@ -1130,14 +1131,14 @@ fn outgoing_headers(client: &HeaderList, changes: &[(&str, Option<String>)]) -> 
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     out.extend(changes.iter().filter(|(name, _)| *name != CLUSTER_HEADER && !name.starts_with("x-envoy-")).filter_map(|(name, value)| {
-        value.as_ref().map(|v| ((*name).to_string(), v.clone()))
+        value.as_ref().map(|v| ((*name).to_string(), v.to_string()))
     }));
     out
 }
 
 /// Applies a forward decision to the request Envoy holds: the body edit, and
 /// all header changes in one hostcall.
-fn apply(forward: &Forward, headers: &HeaderList) -> Result<(), String> {
+fn apply(forward: &Forward<'_>, headers: &HeaderList) -> Result<(), String> {
     if let Some(edit) = &forward.body_edit {
         hostcalls::set_buffer(BufferType::HttpRequestBody, 0, edit.replace, &edit.prefix)
             .map_err(|status| format!("rewriting the request body failed: {status:?}"))?;

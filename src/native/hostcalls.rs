@@ -619,8 +619,11 @@ pub extern "C" fn proxy_set_shared_data(key: *const u8, key_size: usize, value: 
     let version = NEXT_CAS.fetch_add(1, Ordering::Relaxed).max(1);
     match map.get_mut(key) {
         Some((_, current)) if cas != 0 && cas != *current => CAS_MISMATCH,
-        Some(entry) => {
-            *entry = (value.to_vec(), version);
+        Some((held, current)) => {
+            // The value's buffer is reused: a record keeps its size.
+            held.clear();
+            held.extend_from_slice(value);
+            *current = version;
             OK
         }
         None => {
@@ -628,6 +631,29 @@ pub extern "C" fn proxy_set_shared_data(key: *const u8, key_size: usize, value: 
             OK
         }
     }
+}
+
+/// Reads and rewrites a shared value under the map's lock: `f` gets the
+/// value (None if absent) and returns the new one, or None to leave it. The
+/// value is read where it is and rewritten in place, with a new version for
+/// any reader's compare-and-swap. False if the lock is poisoned.
+pub(crate) fn modify_shared_data(key: &[u8], f: &mut crate::shared::Rewrite<'_>) -> bool {
+    let Ok(mut map) = shared().lock() else { return false };
+    match map.get_mut(key) {
+        Some((value, version)) => {
+            if let Some(new) = f(Some(value)) {
+                value.clear();
+                value.extend_from_slice(&new);
+                *version = NEXT_CAS.fetch_add(1, Ordering::Relaxed).max(1);
+            }
+        }
+        None => {
+            if let Some(new) = f(None) {
+                map.insert(key.to_vec(), (new, NEXT_CAS.fetch_add(1, Ordering::Relaxed).max(1)));
+            }
+        }
+    }
+    true
 }
 
 /// A metric by its stat name (`base;label=value;…`): the Envoy metric
