@@ -183,7 +183,7 @@ fn body_types(request: bool) -> (u32, u32) {
     }
 }
 
-/// The body types [`body_chunks`] reads, in order: the received chunk
+/// The body types [`for_each_chunk`] reads, in order: the received chunk
 /// alone when Envoy already moved it into the buffer, else the buffer and
 /// then the chunk.
 unsafe fn body_kinds(filter: abi::FilterEnvoy, request: bool) -> ([u32; 2], usize) {
@@ -195,27 +195,78 @@ unsafe fn body_kinds(filter: abi::FilterEnvoy, request: bool) -> ([u32; 2], usiz
     }
 }
 
-/// The length of what [`body_chunks`] returns, without reading the chunks.
+/// Where a body lies in Envoy (the body types of [`body_kinds`]) and how
+/// much each holds: asked of Envoy once a hook, and kept for the hook's
+/// later reads until the filter changes the body.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyView {
+    request: bool,
+    kinds: [u32; 2],
+    sizes: [usize; 2],
+    n: usize,
+}
+
+impl BodyView {
+    fn total(&self) -> usize {
+        self.sizes.iter().take(self.n).fold(0, |total, &size| total.saturating_add(size))
+    }
+}
+
+/// The current hook's [`BodyView`] of the request's or the response's body.
+unsafe fn body_view(filter: abi::FilterEnvoy, request: bool) -> BodyView {
+    if let Some(view) = with_worker(|w| w.body_view.filter(|v| v.request == request)) {
+        return view;
+    }
+    let (kinds, n) = body_kinds(filter, request);
+    let mut sizes = [0usize; 2];
+    for (size, &kind) in sizes.iter_mut().zip(kinds.iter()).take(n) {
+        *size = abi::envoy_dynamic_module_callback_http_get_body_size(filter, kind);
+    }
+    let view = BodyView { request, kinds, sizes, n };
+    with_worker(|w| w.body_view = Some(view));
+    view
+}
+
+/// The length of the body [`for_each_chunk`] reads, without reading it.
 pub(super) unsafe fn body_size(filter: abi::FilterEnvoy, request: bool) -> usize {
-    let (kinds, n) = body_kinds(filter, request);
-    kinds.iter().take(n).map(|&kind| abi::envoy_dynamic_module_callback_http_get_body_size(filter, kind)).fold(0, usize::saturating_add)
+    body_view(filter, request).total()
 }
 
-/// The body a wasm filter would see: what Envoy buffered so far, and the
-/// chunk now arriving (unless Envoy already moved it into the buffer).
-pub(super) unsafe fn body_chunks<'a>(filter: abi::FilterEnvoy, request: bool) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    for_each_chunk(filter, request, |c| out.push(c));
-    out
+/// Calls `f` with the slices of [`for_each_chunk`], listed on the stack
+/// when there are a few (as a rule), in a vector past that.
+unsafe fn with_chunks<R>(filter: abi::FilterEnvoy, request: bool, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+    let mut small: [&[u8]; 4] = [&[]; 4];
+    let mut large: Vec<&[u8]> = Vec::new();
+    let mut n = 0usize;
+    for_each_chunk(filter, request, |c| {
+        if large.is_empty() {
+            if let Some(slot) = small.get_mut(n) {
+                *slot = c;
+                n = n.saturating_add(1);
+                return;
+            }
+            large.extend_from_slice(&small);
+        }
+        large.push(c);
+    });
+    if large.is_empty() {
+        f(small.get(..n).unwrap_or_default())
+    } else {
+        f(&large)
+    }
 }
 
-/// Calls `each` with every slice of [`body_chunks`], in order, without
-/// collecting them.
+/// Calls `each` with every slice of the body a wasm filter would see, in
+/// order: what Envoy buffered so far, and the chunk now arriving (unless
+/// Envoy already moved it into the buffer).
 unsafe fn for_each_chunk<'a>(filter: abi::FilterEnvoy, request: bool, mut each: impl FnMut(&'a [u8])) {
-    let (kinds, n) = body_kinds(filter, request);
+    let view = body_view(filter, request);
     // A body is a few chunks as a rule: their list is read onto the stack.
     let mut small = [EnvoyBuffer::EMPTY; 16];
-    for &kind in kinds.iter().take(n) {
+    for (&kind, &size) in view.kinds.iter().zip(view.sizes.iter()).take(view.n) {
+        if size == 0 {
+            continue;
+        }
         let n = abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind);
         if n == 0 {
             continue;
@@ -340,7 +391,7 @@ pub extern "C" fn proxy_get_buffer_bytes(buffer: u32, start: usize, max: usize, 
             if filter.is_null() {
                 return NOT_FOUND;
             }
-            unsafe { give_range(&body_chunks(filter, buffer == HTTP_REQUEST_BODY), start, max, data, size) };
+            unsafe { with_chunks(filter, buffer == HTTP_REQUEST_BODY, |chunks| give_range(chunks, start, max, data, size)) };
             return OK;
         }
         HTTP_CALL_RESPONSE_BODY => {
@@ -372,7 +423,7 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
         return OK;
     }
     unsafe {
-        let new = splice(&body_chunks(filter, request), start, size, slice(data, len));
+        let new = with_chunks(filter, request, |chunks| splice(chunks, start, size, slice(data, len)));
         let (buffered, received) = body_types(request);
         let held = |kind| abi::envoy_dynamic_module_callback_http_get_body_size(filter, kind);
         let (in_buffer, in_received) = (held(buffered), held(received));
@@ -389,6 +440,8 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
             log_message(3, b"rewriting a body failed");
         }
     }
+    // The body changed: the next read asks Envoy where it lies.
+    with_worker(|w| w.body_view = None);
     OK
 }
 

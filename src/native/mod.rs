@@ -186,6 +186,8 @@ pub(crate) struct Worker {
     pub config_bytes: Option<Arc<[u8]>>,
     config: *const Config,
     pub request_headers_changed: bool,
+    /// The current hook's view of a body (see `hostcalls::BodyView`).
+    pub body_view: Option<hostcalls::BodyView>,
     pub reply: Option<Reply>,
     pub call: Option<Call>,
     /// (context, Envoy's callout id) → the token the filter was given.
@@ -207,6 +209,7 @@ impl Worker {
             config_bytes: None,
             config: std::ptr::null(),
             request_headers_changed: false,
+            body_view: None,
             reply: None,
             call: None,
             calls: HashMap::new(),
@@ -280,12 +283,14 @@ fn serve<T>(filter: FilterEnvoy, stream: *const c_void, missing: T, f: impl FnOn
         w.context = stream.context;
         w.config = stream.config;
         w.config_bytes = None;
+        w.body_view = None;
         before
     });
     let value = f(stream.context);
     let (changed, reply) = with_worker(|w| {
         let changed = std::mem::take(&mut w.request_headers_changed);
         (w.filter, w.context, w.config, w.config_bytes) = before;
+        w.body_view = None;
         (changed, w.reply.take())
     });
     if changed && !filter.is_null() {
@@ -304,11 +309,11 @@ struct Stream {
     done: bool,
 }
 
-fn headers_size(filter: FilterEnvoy, kind: u32) -> usize {
-    unsafe { abi::envoy_dynamic_module_callback_http_get_headers_size(filter, kind) }
-}
+/// The header count a proxy-wasm header hook is given. The filter never
+/// reads it (it reads the headers it needs), so Envoy is not asked: 0.
+const HEADER_COUNT: usize = 0;
 
-/// The size of the body the filter sees (the bytes `hostcalls::body_chunks` reads).
+/// The size of the body the filter sees (the bytes `hostcalls::with_body` lends).
 fn body_size(filter: FilterEnvoy, request: bool) -> usize {
     unsafe { hostcalls::body_size(filter, request) }
 }
@@ -491,7 +496,7 @@ fn trailers_status(action: u32) -> u32 {
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
     serve(filter, stream, abi::HEADERS_STOP_ITERATION, |ctx| {
-        header_status(unsafe { proxy_on_request_headers(ctx, headers_size(filter, abi::REQUEST_HEADERS), end_of_stream) })
+        header_status(unsafe { proxy_on_request_headers(ctx, HEADER_COUNT, end_of_stream) })
     })
 }
 
@@ -505,14 +510,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(filter: Filte
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(filter: FilterEnvoy, stream: *const c_void) -> u32 {
     serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |ctx| {
-        trailers_status(unsafe { proxy_on_request_trailers(ctx, headers_size(filter, abi::REQUEST_TRAILERS)) })
+        trailers_status(unsafe { proxy_on_request_trailers(ctx, HEADER_COUNT) })
     })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
     serve(filter, stream, abi::HEADERS_STOP_ITERATION, |ctx| {
-        header_status(unsafe { proxy_on_response_headers(ctx, headers_size(filter, abi::RESPONSE_HEADERS), end_of_stream) })
+        header_status(unsafe { proxy_on_response_headers(ctx, HEADER_COUNT, end_of_stream) })
     })
 }
 
@@ -526,7 +531,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(filter: Filt
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(filter: FilterEnvoy, stream: *const c_void) -> u32 {
     serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |ctx| {
-        trailers_status(unsafe { proxy_on_response_trailers(ctx, headers_size(filter, abi::RESPONSE_TRAILERS)) })
+        trailers_status(unsafe { proxy_on_response_trailers(ctx, HEADER_COUNT) })
     })
 }
 
