@@ -4,8 +4,9 @@
 //! shared by every worker VM: what it has spent and what requests in flight
 //! have reserved, in integer micro-USD. At admission a request reserves its
 //! worst-case cost; when its response ends it settles to the actual cost.
-//! Every update is a compare-and-swap, retried on conflict, so concurrent
-//! requests on different workers never lose an update.
+//! Every update is atomic (see `shared::update`: a compare-and-swap retried
+//! on conflict, or one step under the store's lock where the store has one),
+//! so concurrent requests on different workers never lose an update.
 //!
 //! The rule: a request is admitted while `spent + reserved < budget`. So a
 //! burst cannot all pass a nearly spent budget (each admitted request raises
@@ -84,7 +85,7 @@ pub fn ledger_key(team: &str) -> String {
     format!("tollgate/ledger/{team}")
 }
 
-/// Applies `change` to a ledger with compare-and-swap, retrying on conflict.
+/// Applies `change` to a ledger atomically (`shared::update`).
 /// `change` returns the new ledger, or `Err` to leave the ledger as it is.
 /// Returns the ledger before and after.
 pub fn update<E>(

@@ -49,6 +49,14 @@ pub struct Rewritten {
     pub body: Vec<u8>,
 }
 
+/// Whether a `content-type` value is an event stream (`text/event-stream`,
+/// in any case, with or without parameters).
+pub fn is_event_stream(content_type: &[u8]) -> bool {
+    const EVENT_STREAM: &[u8] = b"text/event-stream";
+    let value = content_type.trim_ascii_start();
+    value.get(..EVENT_STREAM.len()).is_some_and(|p| p.eq_ignore_ascii_case(EVENT_STREAM))
+}
+
 impl Reader {
     /// Chooses how to read a response. `model` is the name the client asked
     /// for; `created` is the Unix time for translated chunks.
@@ -166,6 +174,16 @@ fn is_openai_error(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_streams_by_content_type() {
+        for yes in ["text/event-stream", "Text/Event-Stream; charset=utf-8", "  text/event-stream"] {
+            assert!(is_event_stream(yes.as_bytes()), "{yes}");
+        }
+        for no in ["application/json", "text/event", "", "text/plain; x=text/event-stream"] {
+            assert!(!is_event_stream(no.as_bytes()), "{no}");
+        }
+    }
     use serde_json::{json, Value};
 
     const OK: Head = Head { success: true, event_stream: false };

@@ -1,8 +1,9 @@
 //! State shared by every worker VM, in proxy-wasm shared data: budget
 //! ledgers, team rate-limit windows, deployment health and load. Each value
-//! is a small fixed-layout record updated with compare-and-swap, retried on
-//! conflict, so concurrent requests on different workers never lose an
-//! update.
+//! is a small fixed-layout record updated atomically, so concurrent
+//! requests on different workers never lose an update: with
+//! compare-and-swap, retried on conflict (proxy-wasm shared data), or in one
+//! step under the store's lock (the native build's, `Store::modify`).
 
 /// Where shared records live. The filter implements it with proxy-wasm
 /// shared data; tests with a map.
@@ -45,7 +46,8 @@ pub fn read<T: Record>(store: &dyn Store, key: &str) -> Result<T, String> {
     }
 }
 
-/// Applies `change` to a record with compare-and-swap, retrying on conflict.
+/// Applies `change` to a record atomically: in one step where the store
+/// can (`Store::modify`), else with compare-and-swap, retrying on conflict.
 /// `change` returns the new record, or `Err` to leave it as it is. Returns
 /// the record before and after.
 pub fn update<T: Record, E>(
@@ -208,6 +210,10 @@ mod tests {
             assert_eq!(update(&*store, "k", add(5)).unwrap(), Ok((Count(0), Count(5))));
             assert_eq!(update(&*store, "k", add(96)).unwrap(), Err("full"));
             assert_eq!(read::<Count>(&*store, "k").unwrap(), Count(5));
+            // Created before the race: a compare-and-swap store's first
+            // write is unconditional (the record is made when the config
+            // loads for that reason).
+            update(&*store, "n", |_: &Count| Ok::<_, ()>(Count(0))).unwrap().unwrap();
             let threads: Vec<_> = (0..4)
                 .map(|_| {
                     let store = Arc::clone(&store);

@@ -65,21 +65,28 @@ pub fn rewrite_request_headers(headers: &HeaderList, changes: &[(&'static str, O
     })
 }
 
-pub fn response_header(name: &str) -> Option<String> {
-    header(MapType::HttpResponseHeaders, name)
-}
-
-fn header(map: MapType, name: &str) -> Option<String> {
-    match hostcalls::get_map_value_bytes(map, name) {
-        // A value that is not text is kept as an empty string, so the checks
-        // refuse it instead of treating it as absent.
-        Ok(Some(bytes)) => Some(String::from_utf8(bytes).unwrap_or_default()),
-        Ok(None) => None,
-        Err(status) => {
-            warn!("reading header {name} failed: {status:?}");
-            None
+/// Lends a response header's value (None if absent) to `f`: where Envoy
+/// holds it in the native build, a copy in wasm.
+pub fn with_response_header<R>(name: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    #[cfg(feature = "native")]
+    {
+        crate::native::with_response_header(name.as_bytes(), f)
+    }
+    #[cfg(not(feature = "native"))]
+    {
+        match hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name) {
+            Ok(value) => f(value.as_deref()),
+            Err(status) => {
+                warn!("reading header {name} failed: {status:?}");
+                f(None)
+            }
         }
     }
+}
+
+/// The response's status code.
+pub fn response_status() -> Option<u16> {
+    with_response_header(":status", |v| std::str::from_utf8(v?).ok()?.parse().ok())
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) -> bool {

@@ -516,7 +516,7 @@ impl HttpContext for Request {
         let State::Forwarded(flight) = &mut self.state else {
             return Action::Continue;
         };
-        flight.status = host::response_header(":status").and_then(|s| s.parse().ok());
+        flight.status = host::response_status();
         let failed = flight.status.map_or(true, is_failure);
         if failed && flight.retry.as_ref().is_some_and(|r| !r.remaining.is_empty()) && self.start_fallback() {
             // Held: the fallback's answer replaces this one.
@@ -529,8 +529,7 @@ impl HttpContext for Request {
         // Only a streaming request can get a stream; skip the lookup otherwise.
         let event_stream = flight.stream.is_some()
             && success
-            && host::response_header("content-type")
-                .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+            && host::with_response_header("content-type", |t| t.is_some_and(response::is_event_stream));
         let model = self.gateway.as_ref().and_then(|gw| gw.models.get(flight.model)).map_or("", |m| m.name.as_str());
         let reader = Reader::new(flight.wire, flight.stream, response::Head { success, event_stream }, model, flight.started_ms / 1000);
         if reader.changes_length() {
@@ -919,7 +918,7 @@ impl Request {
                         );
                     }
                     // Crossing the soft budget: counted once a period (the
-                    // compare-and-swap makes this request the only one that saw it).
+                    // atomic update makes this request the only one that saw it).
                     if let Some(soft) = team.soft_budget_micro {
                         if before.at(period).spent < soft && after.spent >= soft {
                             warn!("team {} crossed its soft budget of {soft} micro-USD this period", team.id);

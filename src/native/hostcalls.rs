@@ -525,6 +525,26 @@ pub extern "C" fn proxy_get_header_map_value(map_type: u32, key: *const u8, key_
     OK
 }
 
+/// Lends a response header's first value (None if absent) to `f`, read
+/// where Envoy holds it.
+pub(crate) fn with_response_header<R>(key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    let filter = with_worker(|w| w.filter);
+    if filter.is_null() {
+        return f(None);
+    }
+    let mut value = EnvoyBuffer::EMPTY;
+    // SAFETY: `filter` is the stream being served; the value Envoy lends
+    // is read before this function returns, and nothing here changes it.
+    let found = unsafe {
+        abi::envoy_dynamic_module_callback_http_get_header(filter, abi::RESPONSE_HEADERS, ModuleBuffer::of(key), &mut value, 0, std::ptr::null_mut())
+    };
+    if found {
+        f(Some(unsafe { value.bytes() }))
+    } else {
+        f(None)
+    }
+}
+
 /// Sets (`add` false), appends (`add` true) or, with a null value, removes
 /// a header of the current stream.
 fn edit_header(map_type: u32, key: &[u8], value: ModuleBuffer, add: bool) -> u32 {
@@ -632,7 +652,8 @@ pub extern "C" fn proxy_http_call(
 }
 
 /// Shared data, as Envoy keeps it for wasm: one map for the process, a
-/// version per key, compare-and-swap on the version.
+/// version per key, compare-and-swap on the version (and, natively, a
+/// record rewritten in one step under the lock: `modify_shared_data`).
 type SharedMap = crate::fast_hash::FastMap<Vec<u8>, (Vec<u8>, u32)>;
 
 fn shared() -> &'static Mutex<SharedMap> {

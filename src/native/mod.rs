@@ -22,7 +22,7 @@ mod abi;
 mod batch;
 mod hostcalls;
 
-pub(crate) use hostcalls::{modify_shared_data, with_body};
+pub(crate) use hostcalls::{modify_shared_data, with_body, with_response_header};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
