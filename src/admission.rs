@@ -139,7 +139,7 @@ pub struct Forward<'g> {
     pub model: usize,
     pub deployment: usize,
     /// Header changes in order; `None` removes the header.
-    /// Values borrow from the config where they can (no copy a request).
+    /// Values borrow from the config where they can (no copy per request).
     pub headers: Vec<(&'static str, Option<Cow<'g, str>>)>,
     /// Replace the body's first `replace` bytes with `prefix`.
     pub body_edit: Option<BodyEdit>,

@@ -174,6 +174,7 @@ fn is_openai_error(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn event_streams_by_content_type() {
@@ -184,7 +185,6 @@ mod tests {
             assert!(!is_event_stream(no.as_bytes()), "{no}");
         }
     }
-    use serde_json::{json, Value};
 
     const OK: Head = Head { success: true, event_stream: false };
     const SSE: Head = Head { success: true, event_stream: true };

@@ -300,30 +300,19 @@ pub(crate) fn with_body<R>(request: bool, size: usize, f: impl FnOnce(&[u8]) -> 
     if filter.is_null() {
         return None;
     }
-    let mut first: &[u8] = &[];
-    let mut joined: Vec<u8> = Vec::new();
-    let mut slices = 0usize;
+    let lend = |whole: &[u8]| f(whole.get(..size).unwrap_or(whole));
     // SAFETY: `filter` is the stream being served; the slices Envoy lends
     // are read before this function returns, and nothing here changes them.
-    unsafe {
-        for_each_chunk(filter, request, |c| {
-            if c.is_empty() {
-                return;
+    Some(unsafe {
+        with_chunks(filter, request, |chunks| {
+            let mut parts = chunks.iter().filter(|c| !c.is_empty());
+            match (parts.next(), parts.next()) {
+                (None, _) => lend(&[]),
+                (Some(one), None) => lend(one),
+                _ => lend(&chunks.concat()),
             }
-            match slices {
-                0 => first = c,
-                1 => {
-                    joined.reserve(body_size(filter, request).min(size));
-                    joined.extend_from_slice(first);
-                    joined.extend_from_slice(c);
-                }
-                _ => joined.extend_from_slice(c),
-            }
-            slices = slices.saturating_add(1);
-        });
-    }
-    let whole: &[u8] = if slices > 1 { &joined } else { first };
-    Some(f(whole.get(..size).unwrap_or(whole)))
+        })
+    })
 }
 
 /// Copies bytes `start..start + out.len()` of `chunks`, taken as one
