@@ -33,7 +33,7 @@ export TOLLGATE_WASM := $(abspath $(WASM))
 export TOLLGATE_CLI := $(abspath $(CLI))
 export TOLLGATE_NATIVE_LIB := $(abspath $(NATIVE_LIB))
 
-.PHONY: FORCE help build wasm cli native toolchain venv envoy-up envoy-down test lint wrk bench bench-instructions clean
+.PHONY: FORCE help build wasm cli native toolchain venv envoy-up envoy-down test lint wrk valgrind bench bench-instructions clean
 
 FORCE:
 
@@ -138,11 +138,24 @@ $(PEERS_STAMP): bench/requirements-peers.txt
 	.venv-peers/bin/uv pip install --quiet --python .venv-peers/bin/python -r bench/requirements-peers.txt
 	touch $@
 
-# wrk, for the benchmark's cross-check of its own load tool (apt).
+# A bench tool from apt, if it is missing: as root, or through sudo without a
+# password. On a fresh machine apt's package lists may be empty, so a failed
+# install is retried once after `apt-get update`.
+APT_GET = $$([ "$$(id -u)" = 0 ] || echo sudo -n) apt-get
+define apt_tool
+	@command -v $(1) >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		{ $(APT_GET) install -y -qq $(2) >/dev/null 2>&1 || \
+		  { $(APT_GET) update -qq >/dev/null 2>&1 && $(APT_GET) install -y -qq $(2) >/dev/null 2>&1; }; }; } || \
+		echo "$(2) could not be installed: $(3)"
+endef
+
+# wrk, for the benchmark's cross-check of its own load tool.
 wrk:
-	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
-		{ [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null || sudo -n apt-get install -y -qq wrk >/dev/null; }; } || \
-		echo "wrk could not be installed: the benchmark skips its cross-check"
+	$(call apt_tool,wrk,wrk,the benchmark skips its cross-check)
+
+# valgrind, for make bench-instructions.
+valgrind:
+	$(call apt_tool,valgrind,valgrind,make bench-instructions cannot count)
 
 bench: build venv wrk $(BENCH_TOOL) $(FLOOR_WASM)
 	@if [ "$${BENCH_PEERS:-0}" = 1 ]; then $(MAKE) --no-print-directory $(PEERS_STAMP); fi
@@ -150,7 +163,7 @@ bench: build venv wrk $(BENCH_TOOL) $(FLOOR_WASM)
 
 # Instructions per request (valgrind's callgrind), plain Envoy against the
 # native build: the noise-free A/B measure; see BENCHMARKS.md.
-bench-instructions: build venv $(BENCH_TOOL)
+bench-instructions: build venv valgrind $(BENCH_TOOL)
 	$(VENV)/bin/python bench/instructions.py
 
 clean:
