@@ -295,24 +295,35 @@ pub fn members(c: &mut Cursor, mut member: impl FnMut(&[u8], &mut Cursor) -> Opt
     }
 }
 
-/// The bytes of the value of `key` in the top-level object of `body`.
-/// None if the key is missing, present twice, or the body is malformed
-/// before the end of the object.
-pub fn top_value<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+/// Reads the value of `key` in the top-level object of `body` where it
+/// lies: `read` gets the cursor at the value and must move past it. None if
+/// the key is missing, present twice, the body is malformed before the end
+/// of the object, or `read` fails. Every other member is only skipped.
+pub fn read_top_value<T>(body: &[u8], key: &str, mut read: impl FnMut(&mut Cursor) -> Option<T>) -> Option<T> {
     let mut c = Cursor::new(body);
-    let mut found: Option<(usize, usize)> = None;
-    let mut twice = false;
+    let mut found: Option<T> = None;
     members(&mut c, |k, c| {
+        if k != key.as_bytes() {
+            return c.skip_value();
+        }
+        if found.is_some() {
+            return None;
+        }
+        found = Some(read(c)?);
+        Some(())
+    })?;
+    found
+}
+
+/// The bytes of the value of `key` in the top-level object of `body`
+/// (None as for [`read_top_value`]).
+pub fn top_value<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let (start, end) = read_top_value(body, key, |c| {
         c.ws();
         let start = c.at;
         c.skip_value()?;
-        if k == key.as_bytes() {
-            twice |= found.is_some();
-            found = Some((start, c.at));
-        }
-        Some(())
+        Some((start, c.at))
     })?;
-    let (start, end) = found.filter(|_| !twice)?;
     body.get(start..end)
 }
 

@@ -86,19 +86,23 @@ struct PromptDetails {
 
 /// The usage in a complete (non-streaming) response body, if it has one.
 /// The body is the provider's and is passed on as it is: only the top-level
-/// `usage` member is looked for and read.
+/// `usage` member is looked for, and read where it lies (one pass).
 pub fn from_response(body: &[u8]) -> Option<Usage> {
-    from_object(json_skim::top_value(body, "usage")?)
+    json_skim::read_top_value(body, "usage", read)
 }
 
 /// A `usage` object's bytes to a [`Usage`]: the counts read as serde would
 /// read them into [`Wire`] (a count that is not a whole number, or a field
 /// given twice, makes the object unreadable), without building anything.
 pub fn from_object(bytes: &[u8]) -> Option<Usage> {
+    read(&mut Cursor::new(bytes))
+}
+
+/// [`from_object`] for the object at the cursor, moving past it.
+fn read(c: &mut Cursor) -> Option<Usage> {
     let mut wire = Wire::default();
     let mut seen = Seen::default();
-    let mut c = Cursor::new(bytes);
-    json_skim::members(&mut c, |key, c| {
+    json_skim::members(c, |key, c| {
         let (bit, count) = match key {
             b"prompt_tokens" => (0, &mut wire.prompt_tokens),
             b"completion_tokens" => (1, &mut wire.completion_tokens),
@@ -237,6 +241,30 @@ mod tests {
         assert_eq!(from_response(b"not json"), None);
         // Only the top-level usage counts.
         assert_eq!(from_response(br#"{"data":{"usage":{"prompt_tokens":5}}}"#), None);
+    }
+
+    /// Read in one pass, a response's usage is what finding the top-level
+    /// member and then reading it gives.
+    #[test]
+    fn one_pass_agrees_with_find_then_read() {
+        let bodies: [&[u8]; 11] = [
+            br#"{"id":"x","choices":[{"message":{"content":""usage":{}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            br#"{"usage":{"prompt_tokens":3},"usage":{"prompt_tokens":3}}"#,
+            br#"{"usage":null}"#,
+            br#"{"usage":{"prompt_tokens":1.5}}"#,
+            br#"{"usage":{"prompt_tokens":3,"prompt_tokens":3}}"#,
+            br#"{"usage":{"prompt_tokens":3}, "z":[}"#,
+            br#"{"a":{"usage":{"prompt_tokens":9}},"usage":{"input_tokens":2,"output_tokens":5}}"#,
+            br#"{"usage":{"prompt_tokens":3,"prompt_tokens_details":{"cached_tokens":1}},"n":1}"#,
+            br#"{"us\u0061ge":{"prompt_tokens":7}}"#,
+            br#"{"usage":7}"#,
+            b"",
+        ];
+        for body in bodies {
+            let two_pass = json_skim::top_value(body, "usage").and_then(from_object);
+            assert_eq!(from_response(body), two_pass, "{}", String::from_utf8_lossy(body));
+        }
+        assert!(from_response(bodies[0]).is_some() && from_response(bodies[6]).is_some() && from_response(bodies[8]).is_some());
     }
 
     /// The hand reader agrees with serde's reading of [`Wire`].
