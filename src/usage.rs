@@ -248,7 +248,7 @@ mod tests {
     #[test]
     fn one_pass_agrees_with_find_then_read() {
         let bodies: [&[u8]; 11] = [
-            br#"{"id":"x","choices":[{"message":{"content":""usage":{}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            br#"{"id":"x","choices":[{"message":{"content":"\"usage\":{}"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
             br#"{"usage":{"prompt_tokens":3},"usage":{"prompt_tokens":3}}"#,
             br#"{"usage":null}"#,
             br#"{"usage":{"prompt_tokens":1.5}}"#,

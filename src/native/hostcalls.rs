@@ -698,15 +698,15 @@ pub extern "C" fn proxy_set_shared_data(key: *const u8, key_size: usize, value: 
 
 /// Reads and rewrites a shared value under the map's lock: `f` gets the
 /// value (None if absent) and returns the new one, or None to leave it. The
-/// value is read where it is and rewritten in place, with a new version for
-/// any reader's compare-and-swap. False if the lock is poisoned.
+/// value is read where it is (no copy out) and the new one moved in, with a
+/// new version for any reader's compare-and-swap. False if the lock is
+/// poisoned.
 pub(crate) fn modify_shared_data(key: &[u8], f: &mut crate::shared::Rewrite<'_>) -> bool {
     let Ok(mut map) = shared().lock() else { return false };
     match map.get_mut(key) {
         Some((value, version)) => {
             if let Some(new) = f(Some(value)) {
-                value.clear();
-                value.extend_from_slice(&new);
+                *value = new;
                 *version = NEXT_CAS.fetch_add(1, Ordering::Relaxed).max(1);
             }
         }
