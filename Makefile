@@ -121,6 +121,7 @@ lint: toolchain
 	CARGO_TARGET_DIR=target/native-lint cargo clippy --release --lib --no-default-features --features native -- -D warnings
 
 test: build venv lint
+	$(VENV)/bin/python -m unittest discover --start-directory bench --pattern 'test_*.py'
 	cargo test --profile tools
 	TOLLGATE_NATIVE=1 cargo test --profile tools --tests
 

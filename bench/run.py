@@ -60,6 +60,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import targets
+
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY = os.environ.get("TOLLGATE_ENVOY", str(ROOT / ".venv/bin/envoy"))
 CLI = str(ROOT / "target/tools/tollgate")
@@ -499,7 +501,10 @@ user_access:
         return med(d), q[0], q[2]
 
     def shown(m, lo, hi):
-        return f"{m:+.0f} ({lo:+.0f} to {hi:+.0f})"
+        # A median over an even number of pairs may end in .5: shown as it
+        # is, since rounding it (half to even) could hide a target's miss.
+        median = f"{m:+.0f}" if m == int(m) else f"{m:+.1f}"
+        return f"{median} ({lo:+.0f} to {hi:+.0f})"
 
     rss = {arm: rss_kib(p.pid) for arm, p in procs.items()}
     soak = []
@@ -587,8 +592,12 @@ user_access:
     print("\n".join(lines))
     summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added, "extra_cpu_us_saturated": sat_added,
                     "native_extra_cpu_us": native_added,
-                    "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE, "pairs": PAIRS, "slice_s": SLICE})
+                    "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE, "pairs": PAIRS, "slice_s": SLICE,
+                    "soak_s": SOAK if soak else 0, "soak_arm": SOAK_ARM if soak else ""})
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
+    # Issue 5's targets, read from this run's figures (bench/targets.py).
+    print("\nAgainst the targets (1 KB chat requests, everything on, unless the row says otherwise):\n")
+    print(targets.table(summary))
 
 
 def run_then_stop(main):

@@ -1,0 +1,92 @@
+"""Unit tests for bench/targets.py (run by make test)."""
+
+import unittest
+
+import targets
+
+
+def run_summary(**changes):
+    """A run's summary in the shape bench/run.py writes, meeting every target."""
+    summary = {
+        "1 KB native": {"added_vs_envoy_us": 28.0},
+        "1 KB tollgate": {"added_vs_envoy_us": 80.0},
+        "100 KB native": {"added_vs_envoy_us": 45.0},
+        "100 KB tollgate": {"added_vs_envoy_us": 100.0},
+        "stream native": {"added_ttft_vs_envoy_us": 49.0},
+        "stream tollgate": {"added_ttft_vs_envoy_us": 140.0},
+        "native_extra_cpu_us": {"1 KB": {"fixed": 25.0, "saturated": 22.0}},
+        "extra_cpu_us": {"1 KB": 55.0},
+        "extra_cpu_us_saturated": {"1 KB": 56.0},
+        "1 KB litellm": {}, "1 KB tensorzero": {},
+        "soak_rss_kib": [73508] * 3 + [73512] * 7,
+        "soak_s": 600, "soak_arm": "native", "rate": 1000,
+    }
+    summary.update(changes)
+    return summary
+
+
+def native_met(summary):
+    return {row[0].split(" ≤ ")[0]: row[2] for row in targets.check(summary)}
+
+
+class RssFlat(unittest.TestCase):
+    def test_a_page_early_then_nothing_is_flat(self):
+        self.assertTrue(targets.rss_flat([73508] * 3 + [73512] * 7)[0])
+
+    def test_a_page_a_minute_is_a_leak(self):
+        flat, why = targets.rss_flat([73500 + 4 * i for i in range(10)])
+        self.assertFalse(flat)
+        self.assertIn("second half", why)
+
+    def test_a_large_early_rise_is_growth(self):
+        flat, why = targets.rss_flat([73000] + [74000] * 9)
+        self.assertFalse(flat)
+        self.assertIn("over the soak", why)
+
+    def test_no_readings_is_not_flat(self):
+        self.assertFalse(targets.rss_flat([])[0])
+
+
+class Check(unittest.TestCase):
+    def test_a_run_meeting_every_target(self):
+        self.assertTrue(all(native_met(run_summary()).values()))
+        self.assertIn("The native build in this run: every target measured is met.", targets.table(run_summary()))
+
+    def test_half_a_microsecond_over_is_a_miss_and_shown(self):
+        summary = run_summary(**{"stream native": {"added_ttft_vs_envoy_us": 50.5}})
+        self.assertFalse(native_met(summary)["streaming: time to first token added"])
+        self.assertIn("+50.5 µs", targets.table(summary))
+
+    def test_the_limit_itself_is_met(self):
+        summary = run_summary(**{"1 KB native": {"added_vs_envoy_us": 30.0}})
+        self.assertTrue(native_met(summary)["1 KB: p50 added over plain Envoy, one connection"])
+
+    def test_cpu_at_a_fixed_rate_and_saturated_are_separate_targets(self):
+        summary = run_summary(native_extra_cpu_us={"1 KB": {"fixed": 32.8, "saturated": 28.5}})
+        met = native_met(summary)
+        self.assertFalse(met["1 KB: extra proxy CPU a request, at 1000 requests/s"])
+        self.assertTrue(met["1 KB: extra proxy CPU a request, on a saturated core"])
+
+    def test_a_short_soak_does_not_count(self):
+        met = native_met(run_summary(soak_s=60))
+        self.assertFalse(met["RSS flat over a 10-minute soak at 500 requests/s"])
+
+    def test_the_unsoaked_build_is_not_measured_rather_than_missed(self):
+        rows = {row[0]: row for row in targets.check(run_summary())}
+        soak = rows["RSS flat over a 10-minute soak at 500 requests/s"]
+        self.assertIsNone(soak[4])
+        self.assertIn("not measured: RSS flat", targets.table(run_summary()))
+
+    def test_peers_must_stand_in_the_same_run(self):
+        summary = run_summary()
+        del summary["1 KB tensorzero"]
+        self.assertFalse(native_met(summary)["peers' rows in the same run (LiteLLM, TensorZero)"])
+
+    def test_an_arm_the_run_left_out_is_not_measured(self):
+        summary = run_summary()
+        del summary["stream native"]
+        self.assertIsNone(native_met(summary)["streaming: time to first token added"])
+
+
+if __name__ == "__main__":
+    unittest.main()
