@@ -500,11 +500,13 @@ user_access:
         q = statistics.quantiles(d, n=4) if len(d) > 1 else [d[0], d[0], d[0]]
         return med(d), q[0], q[2]
 
-    def shown(m, lo, hi):
+    def median_shown(m):
         # A median over an even number of pairs may end in .5: shown as it
         # is, since rounding it (half to even) could hide a target's miss.
-        median = f"{m:+.0f}" if m == int(m) else f"{m:+.1f}"
-        return f"{median} ({lo:+.0f} to {hi:+.0f})"
+        return f"{m:+.0f}" if m == int(m) else f"{m:+.1f}"
+
+    def shown(m, lo, hi):
+        return f"{median_shown(m)} ({lo:+.0f} to {hi:+.0f})"
 
     rss = {arm: rss_kib(p.pid) for arm, p in procs.items()}
     soak = []
@@ -580,7 +582,7 @@ user_access:
                 got = checked[label][arm]
                 ours = summary[f"{label} {arm}"]
                 added = shown(*paired(got["p50"], checked[label]["envoy"]["p50"])) if arm not in ("direct", "envoy") else ""
-                tool_added = f"{ours['added_vs_envoy_us']:+.0f}" if arm not in ("direct", "envoy") else ""
+                tool_added = median_shown(ours["added_vs_envoy_us"]) if arm not in ("direct", "envoy") else ""
                 summary[f"{label} {arm}"]["wrk"] = {"p50_us": med(got["p50"]), "rps": med(got["rps"])}
                 lines.append(f"| {label} | {arm} | {med(got['p50']):.0f} | {ours['p50_us']:.0f} | {added} | {tool_added} | "
                              f"{med(got['rps']):.0f} | {ours['max_rps']:.0f} |")
