@@ -40,6 +40,13 @@ def cpu(summary, arm, load):
     return summary[key]["1 KB"]
 
 
+def judged(value, limit):
+    """A figure and whether it meets its limit: ["—", None] if not measured."""
+    if value is None:
+        return ["—", None]
+    return [f"{value:+.1f} µs", value <= limit]
+
+
 def rss_flat(readings):
     """Whether a soak's RSS readings (KiB, in order) stay flat, and why not."""
     if len(readings) < 2:
@@ -61,25 +68,13 @@ def check(summary):
     rate = summary.get("rate", 1000)
     rows = []
     for what, row, figure, limit in LATENCY:
-        figures = []
-        for arm in ("native", "tollgate"):
-            # An arm or size the run left out is not measured; a row without
-            # its figure is an error, not a pass.
-            if row.format(arm=arm) not in summary:
-                figures += ["—", None]
-                continue
-            value = summary[row.format(arm=arm)][figure]
-            figures += [f"{value:+.1f} µs", value <= limit]
-        rows.append((f"{what} ≤ {limit} µs", *figures))
+        # An arm or size the run left out is not measured; a row without its
+        # figure is an error, not a pass.
+        values = [summary[r][figure] if (r := row.format(arm=arm)) in summary else None for arm in ("native", "tollgate")]
+        rows.append((f"{what} ≤ {limit} µs", *judged(values[0], limit), *judged(values[1], limit)))
     for load, label in (("fixed", f"at {rate} requests/s"), ("saturated", "on a saturated core")):
-        figures = []
-        for arm in ("native", "tollgate"):
-            value = cpu(summary, arm, load)
-            if value is None:
-                figures += ["—", None]
-                continue
-            figures += [f"{value:+.1f} µs", value <= 30]
-        rows.append((f"1 KB: extra proxy CPU a request, {label} ≤ 30 µs", *figures))
+        native, wasm = cpu(summary, "native", load), cpu(summary, "tollgate", load)
+        rows.append((f"1 KB: extra proxy CPU a request, {label} ≤ 30 µs", *judged(native, 30), *judged(wasm, 30)))
     readings = summary.get("soak_rss_kib") or []
     # Runs before 4445694 did not record the soak's length and arm.
     soak_s = summary.get("soak_s", 0)

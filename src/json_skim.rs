@@ -316,8 +316,10 @@ pub fn read_top_value<T>(body: &[u8], key: &str, mut read: impl FnMut(&mut Curso
 }
 
 /// The bytes of the value of `key` in the top-level object of `body`
-/// (None as for [`read_top_value`]).
-pub fn top_value<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
+/// (None as for [`read_top_value`]). Only the tests use it now: it is the
+/// find-then-read reference that the one-pass readers are held to.
+#[cfg(test)]
+pub(crate) fn top_value<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
     let (start, end) = read_top_value(body, key, |c| {
         c.ws();
         let start = c.at;
