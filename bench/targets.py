@@ -10,6 +10,7 @@ target.
 """
 
 import json
+import math
 import sys
 
 # (what, the summary's row for the arm, the figure in that row, the limit in µs)
@@ -40,11 +41,45 @@ def cpu(summary, arm, load):
     return summary[key]["1 KB"]
 
 
-def judged(value, limit):
-    """A figure and whether it meets its limit: ["—", None] if not measured."""
+def median_interval(values, confidence=0.95):
+    """The interval that holds the true median of what `values` sample with
+    at least `confidence`, from order statistics alone (no assumption about
+    the distribution): the k-th smallest to the k-th largest value, for the
+    largest k whose tails under Binomial(n, 1/2) stay within 1 - confidence.
+    Below six values no such k exists, and the range is returned. None for
+    no values."""
+    d = sorted(values)
+    n = len(d)
+    if not n:
+        return None
+    k, tail = 1, 0.0
+    # tail: P(fewer than k+1 of n values fall below the median), both sides.
+    while k < n // 2:
+        tail += math.comb(n, k - 1) / 2 ** n
+        if 2 * (tail + math.comb(n, k) / 2 ** n) > 1 - confidence:
+            break
+        k += 1
+    return [d[k - 1], d[n - k]]
+
+
+def settled(interval, limit):
+    """Whether a run's interval keeps clear of a limit: None if not known."""
+    if not interval:
+        return None
+    low, high = interval
+    return high <= limit or low > limit
+
+
+def judged(value, limit, interval=None):
+    """A figure (with its interval, when the run recorded one), whether it
+    meets its limit, and whether the interval keeps clear of the limit:
+    ["—", None, None] if not measured."""
     if value is None:
-        return ["—", None]
-    return [f"{value:+.1f} µs", value <= limit]
+        return ["—", None, None]
+    text = f"{value:+.1f} µs"
+    if interval:
+        text += f" ({interval[0]:+.0f} to {interval[1]:+.0f})"
+    return [text, value <= limit, settled(interval, limit)]
 
 
 def rss_flat(readings):
@@ -63,18 +98,28 @@ def rss_flat(readings):
 
 
 def check(summary):
-    """Rows of (target, native's figure, met, wasm's figure, met); met is None
-    where the run did not measure it."""
+    """Rows of (target, native's figure, met, wasm's figure, met, native's
+    interval clear of the limit, wasm's); met is None where the run did not
+    measure it, and clear where it recorded no interval (runs before
+    05886fa's) or the target has none."""
     rate = summary.get("rate", 1000)
+    intervals = summary.get("intervals", {})
     rows = []
-    for what, row, figure, limit in LATENCY:
+
+    def row(what, native, wasm):
+        rows.append((what, native[0], native[1], wasm[0], wasm[1], native[2], wasm[2]))
+
+    for what, name, figure, limit in LATENCY:
         # An arm or size the run left out is not measured; a row without its
         # figure is an error, not a pass.
-        values = [summary[r][figure] if (r := row.format(arm=arm)) in summary else None for arm in ("native", "tollgate")]
-        rows.append((f"{what} ≤ {limit} µs", *judged(values[0], limit), *judged(values[1], limit)))
+        native, wasm = [
+            judged(summary[r][figure], limit, intervals.get(f"{r} {figure}")) if (r := name.format(arm=arm)) in summary
+            else judged(None, limit) for arm in ("native", "tollgate")]
+        row(f"{what} ≤ {limit} µs", native, wasm)
     for load, label in (("fixed", f"at {rate} requests/s"), ("saturated", "on a saturated core")):
-        native, wasm = cpu(summary, "native", load), cpu(summary, "tollgate", load)
-        rows.append((f"1 KB: extra proxy CPU a request, {label} ≤ 30 µs", *judged(native, 30), *judged(wasm, 30)))
+        native, wasm = [judged(cpu(summary, arm, load), 30, intervals.get(f"1 KB {arm} extra_cpu_{load}"))
+                        for arm in ("native", "tollgate")]
+        row(f"1 KB: extra proxy CPU a request, {label} ≤ 30 µs", native, wasm)
     readings = summary.get("soak_rss_kib") or []
     # Runs before 4445694 did not record the soak's length and arm.
     soak_s = summary.get("soak_s", 0)
@@ -86,28 +131,34 @@ def check(summary):
     soaked, not_soaked = [why, flat and long_enough], ["not soaked in this run", None]
     # The soak runs through one arm only.
     native, wasm = {"native": (soaked, not_soaked), "tollgate": (not_soaked, soaked)}.get(arm, (not_soaked, not_soaked))
-    rows.append((f"RSS flat over a {SOAK_SECONDS // 60}-minute soak at 500 requests/s", *native, *wasm))
+    row(f"RSS flat over a {SOAK_SECONDS // 60}-minute soak at 500 requests/s", [*native, None], [*wasm, None])
     peers = [p for p in ("litellm", "tensorzero") if f"1 KB {p}" in summary]
-    beside = (", ".join(peers) or "none (run with BENCH_PEERS=1)", len(peers) == 2)
-    rows.append(("peers' rows in the same run (LiteLLM, TensorZero)", *beside, *beside))
+    beside = [", ".join(peers) or "none (run with BENCH_PEERS=1)", len(peers) == 2, None]
+    row("peers' rows in the same run (LiteLLM, TensorZero)", beside, beside)
     return rows
 
 
 def table(summary):
     """The check as a Markdown table, and a closing line per build."""
     rows = check(summary)
-    lines = ["| target | native | met | wasm | met |", "|---|---|---|---|---|"]
+    lines = ["| target | native (95% interval) | met | wasm (95% interval) | met |", "|---|---|---|---|---|"]
     shown = {True: "yes", False: "**no**", None: "not measured"}
-    for what, native, native_ok, wasm, wasm_ok in rows:
+    for what, native, native_ok, wasm, wasm_ok, _, _ in rows:
         lines.append(f"| {what} | {native} | {shown[native_ok]} | {wasm} | {shown[wasm_ok]} |")
     lines.append("")
-    for name, index in (("native", 2), ("wasm", 4)):
+    for name, index, clear in (("native", 2, 5), ("wasm", 4, 6)):
         missed = [row[0].split(" ≤ ")[0] for row in rows if row[index] is False]
         unmeasured = [row[0].split(" ≤ ")[0] for row in rows if row[index] is None]
+        unsettled = [row[0].split(" ≤ ")[0] for row in rows if row[clear] is False]
         verdict = "every target measured is met" if not missed else f"{len(missed)} of {len(rows)} targets missed ({'; '.join(missed)})"
         if unmeasured:
             verdict += f"; not measured: {'; '.join(unmeasured)}"
+        if unsettled:
+            verdict += f"; the limit lies inside the 95% interval, so another run could go either way: {'; '.join(unsettled)}"
         lines.append(f"The {name} build in this run: {verdict}.")
+    lines += ["", "A figure is the median over the run's pairs (or rounds) of the arm's value less plain Envoy's; "
+              "its interval holds the true median with 95% confidence (order statistics, no assumption about the "
+              "distribution). Met or not is read from the median."]
     return "\n".join(lines)
 
 

@@ -143,6 +143,53 @@ class Check(unittest.TestCase):
         self.assertIsNone(native_met(summary)["streaming: time to first token added"])
 
 
+class MedianInterval(unittest.TestCase):
+    # The ranks of the 95% interval of a median, from the binomial table.
+    def test_ranks_from_the_table(self):
+        self.assertEqual(targets.median_interval(list(range(1, 11))), [2, 9])
+        self.assertEqual(targets.median_interval(list(range(1, 31))), [10, 21])
+        self.assertEqual(targets.median_interval(list(range(1, 61))), [22, 39])
+
+    def test_the_order_of_the_values_does_not_matter(self):
+        values = list(range(1, 31))
+        self.assertEqual(targets.median_interval(values[::-1]), [10, 21])
+
+    def test_few_values_give_their_range(self):
+        self.assertEqual(targets.median_interval([3, 1, 2]), [1, 3])
+        self.assertEqual(targets.median_interval([7, 1, 4, 5, 2, 6]), [1, 7])
+        self.assertIsNone(targets.median_interval([]))
+
+
+class Intervals(unittest.TestCase):
+    def test_an_interval_is_shown_beside_its_figure(self):
+        summary = run_summary(intervals={"1 KB native added_vs_envoy_us": [22.0, 29.5]})
+        self.assertIn("+28.0 µs (+22 to +30)", targets.table(summary))
+
+    def test_a_met_target_whose_interval_spans_the_limit_is_met_but_unsettled(self):
+        summary = run_summary(intervals={"1 KB native added_vs_envoy_us": [22.0, 35.0],
+                                         "1 KB native extra_cpu_saturated": [18.0, 30.0]})
+        self.assertTrue(native_met(summary)["1 KB: p50 added over plain Envoy, one connection"])
+        table = targets.table(summary)
+        self.assertIn("The native build in this run: every target measured is met; the limit lies inside the 95% "
+                      "interval, so another run could go either way: 1 KB: p50 added over plain Envoy, one connection.",
+                      table)
+
+    def test_a_miss_clear_of_the_limit_is_settled(self):
+        summary = run_summary(**{"stream native": {"added_ttft_vs_envoy_us": 58.0}},
+                              intervals={"stream native added_ttft_vs_envoy_us": [50.5, 70.0]})
+        self.assertNotIn("either way", targets.table(summary))
+        summary["intervals"]["stream native added_ttft_vs_envoy_us"] = [45.0, 70.0]
+        self.assertIn("either way: streaming: time to first token added.", targets.table(summary))
+
+    def test_cpu_intervals_are_read_per_build_and_load(self):
+        summary = run_summary(intervals={"1 KB tollgate extra_cpu_fixed": [20.0, 60.0]})
+        table = targets.table(summary)
+        self.assertIn("| +55.0 µs (+20 to +60) |", table)
+        self.assertIn("The wasm build in this run: 5 of 7 targets missed", table)
+        self.assertIn("either way: 1 KB: extra proxy CPU a request, at 1000 requests/s.", table)
+        self.assertNotIn("The native build in this run: every target measured is met;", table)
+
+
 class ARealRun(unittest.TestCase):
     """The run of 4445694 (its results.json, kept in bench/testdata)."""
 
