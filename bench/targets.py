@@ -78,7 +78,8 @@ def judged(value, limit, interval=None):
         return ["—", None, None]
     text = f"{value:+.1f} µs"
     if interval:
-        text += f" ({interval[0]:+.0f} to {interval[1]:+.0f})"
+        # Whole µs, rounded first so that -0.05 reads +0, not -0.
+        text += f" ({round(interval[0]):+d} to {round(interval[1]):+d})"
     return [text, value <= limit, settled(interval, limit)]
 
 

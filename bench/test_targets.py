@@ -1,6 +1,7 @@
 """Unit tests for bench/targets.py (run by make test)."""
 
 import json
+import statistics
 import unittest
 from pathlib import Path
 
@@ -191,7 +192,32 @@ class Intervals(unittest.TestCase):
 
 
 class ARealRun(unittest.TestCase):
-    """The run of 4445694 (its results.json, kept in bench/testdata)."""
+    """The runs of 4445694 and aa5fa23 (their results.json, kept in bench/testdata)."""
+
+    def test_the_intervals_of_a_run_that_recorded_them(self):
+        summary = json.loads((Path(__file__).parent / "testdata/results-aa5fa23.json").read_text())
+        table = targets.table(summary)
+        self.assertIn("| +47.5 µs (+34 to +61) | **no** |", table)
+        # The saturated CPU's interval ends at 29.95: met, and clear of the limit.
+        self.assertIn("| +22.2 µs (+7 to +30) | yes |", table)
+        # Its fixed-rate interval starts at -0.05, shown as +0.
+        self.assertIn("| +34.4 µs (+0 to +74) | **no** |", table)
+        self.assertIn("The native build in this run: 3 of 7 targets missed (1 KB: p50 added over plain Envoy, one "
+                      "connection; streaming: time to first token added; 1 KB: extra proxy CPU a request, at 1000 "
+                      "requests/s); the limit lies inside the 95% interval, so another run could go either way: 100 KB: "
+                      "p50 added over plain Envoy, one connection; streaming: time to first token added; 1 KB: extra "
+                      "proxy CPU a request, at 1000 requests/s.", table)
+
+    def test_its_samples_give_its_figures_again(self):
+        summary = json.loads((Path(__file__).parent / "testdata/results-aa5fa23.json").read_text())
+        by_size = summary["samples"]["by_size"]["1 KB"]
+        diffs = sorted(a - b for a, b in zip(by_size["native"]["p50"], by_size["envoy"]["p50"]))
+        self.assertEqual(len(diffs), summary["pairs"])
+        self.assertEqual(statistics.median(diffs), summary["1 KB native"]["added_vs_envoy_us"])
+        self.assertEqual(targets.median_interval(diffs), summary["intervals"]["1 KB native added_vs_envoy_us"])
+        stream = summary["samples"]["streaming"]
+        ttft = [a - b for a, b in zip(stream["native"]["ttft"], stream["envoy"]["ttft"])]
+        self.assertEqual(statistics.median(ttft), summary["stream native"]["added_ttft_vs_envoy_us"])
 
     def test_every_figure_is_read(self):
         summary = json.loads((Path(__file__).parent / "testdata/results-4445694.json").read_text())
