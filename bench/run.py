@@ -458,7 +458,7 @@ user_access:
                     "stream_requests": STREAM_REQUESTS, "intervals": intervals,
                     # Every measurement, in the order taken: index i of an
                     # arm's list pairs with index i of plain Envoy's.
-                    "samples": {"by_size": results, "streaming": streaming}})
+                    "samples": {"by_size": results, "streaming": streaming, "wrk": checked if WRK and WRK_PAIRS else {}}})
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
     # Issue 5's targets, read from this run's figures (bench/targets.py).
     print("\nAgainst the targets (1 KB chat requests, everything on, unless the row says otherwise):\n")

@@ -46,15 +46,17 @@ def median_interval(values, confidence=0.95):
     at least `confidence`, from order statistics alone (no assumption about
     the distribution): the k-th smallest to the k-th largest value, for the
     largest k whose tails under Binomial(n, 1/2) stay within 1 - confidence.
-    Below six values no such k exists, and the range is returned. None for
-    no values."""
+    None when there are too few values for any such k (below six at 95%:
+    even their whole range would hold the median less often than asked)."""
     d = sorted(values)
     n = len(d)
-    if not n:
+    if not n or 2 / 2 ** n > 1 - confidence:
         return None
     k, tail = 1, 0.0
-    # tail: P(fewer than k+1 of n values fall below the median), both sides.
     while k < n // 2:
+        # tail is now P(B <= k - 1) for B ~ Binomial(n, 1/2): one side of
+        # the k-th value's miss. Widen to k + 1 only if both sides of its
+        # miss, 2 P(B <= k), stay within what the confidence allows.
         tail += math.comb(n, k - 1) / 2 ** n
         if 2 * (tail + math.comb(n, k) / 2 ** n) > 1 - confidence:
             break
@@ -78,9 +80,15 @@ def judged(value, limit, interval=None):
         return ["—", None, None]
     text = f"{value:+.1f} µs"
     if interval:
-        # Whole µs, rounded first so that -0.05 reads +0, not -0.
-        text += f" ({round(interval[0]):+d} to {round(interval[1]):+d})"
+        text += f" ({tenths(interval[0])} to {tenths(interval[1])})"
     return [text, value <= limit, settled(interval, limit)]
+
+
+def tenths(x):
+    """A signed figure to a tenth, without a trailing .0, and never -0:
+    shown as finely as it is judged (30.4 must not read +30)."""
+    r = round(x, 1) + 0.0
+    return f"{r:+.0f}" if r == int(r) else f"{r:+.1f}"
 
 
 def rss_flat(readings):
@@ -101,8 +109,8 @@ def rss_flat(readings):
 def check(summary):
     """Rows of (target, native's figure, met, wasm's figure, met, native's
     interval clear of the limit, wasm's); met is None where the run did not
-    measure it, and clear where it recorded no interval (runs before
-    05886fa's) or the target has none."""
+    measure it, and clear None where it recorded no interval (runs before
+    aa5fa23, and too few rounds) or the target has none."""
     rate = summary.get("rate", 1000)
     intervals = summary.get("intervals", {})
     rows = []
@@ -142,7 +150,9 @@ def check(summary):
 def table(summary):
     """The check as a Markdown table, and a closing line per build."""
     rows = check(summary)
-    lines = ["| target | native (95% interval) | met | wasm (95% interval) | met |", "|---|---|---|---|---|"]
+    with_intervals = bool(summary.get("intervals"))
+    heading = " (95% interval)" if with_intervals else ""
+    lines = [f"| target | native{heading} | met | wasm{heading} | met |", "|---|---|---|---|---|"]
     shown = {True: "yes", False: "**no**", None: "not measured"}
     for what, native, native_ok, wasm, wasm_ok, _, _ in rows:
         lines.append(f"| {what} | {native} | {shown[native_ok]} | {wasm} | {shown[wasm_ok]} |")
@@ -155,11 +165,15 @@ def table(summary):
         if unmeasured:
             verdict += f"; not measured: {'; '.join(unmeasured)}"
         if unsettled:
-            verdict += f"; the limit lies inside the 95% interval, so another run could go either way: {'; '.join(unsettled)}"
+            verdict += (f"; the limit lies inside the 95% interval, so this run's samples cannot say which side of it "
+                        f"the median is on: {'; '.join(unsettled)}")
         lines.append(f"The {name} build in this run: {verdict}.")
-    lines += ["", "A figure is the median over the run's pairs (or rounds) of the arm's value less plain Envoy's; "
-              "its interval holds the true median with 95% confidence (order statistics, no assumption about the "
-              "distribution). Met or not is read from the median."]
+    if with_intervals:
+        lines += ["", "A figure is the median over the run's pairs (or rounds) of the arm's value less plain Envoy's; "
+                  "its interval holds the median of what this run sampled with 95% confidence (order statistics, no "
+                  "assumption about the distribution; it says nothing of how another hour would read). Met or not is "
+                  "read from the median. Under six rounds CPU gets no interval; with six to eight it is the whole "
+                  "range of the rounds."]
     return "\n".join(lines)
 
 

@@ -155,16 +155,19 @@ class MedianInterval(unittest.TestCase):
         values = list(range(1, 31))
         self.assertEqual(targets.median_interval(values[::-1]), [10, 21])
 
-    def test_few_values_give_their_range(self):
-        self.assertEqual(targets.median_interval([3, 1, 2]), [1, 3])
-        self.assertEqual(targets.median_interval([7, 1, 4, 5, 2, 6]), [1, 7])
+    def test_too_few_values_give_no_interval(self):
+        # Three rounds' range holds the median only 75% of the time.
+        self.assertIsNone(targets.median_interval([3, 1, 2]))
+        self.assertIsNone(targets.median_interval([1, 2, 3, 4, 5]))
         self.assertIsNone(targets.median_interval([]))
+        # Six values: their range, which holds it 97% of the time.
+        self.assertEqual(targets.median_interval([7, 1, 4, 5, 2, 6]), [1, 7])
 
 
 class Intervals(unittest.TestCase):
     def test_an_interval_is_shown_beside_its_figure(self):
         summary = run_summary(intervals={"1 KB native added_vs_envoy_us": [22.0, 29.5]})
-        self.assertIn("+28.0 µs (+22 to +30)", targets.table(summary))
+        self.assertIn("+28.0 µs (+22 to +29.5)", targets.table(summary))
 
     def test_a_met_target_whose_interval_spans_the_limit_is_met_but_unsettled(self):
         summary = run_summary(intervals={"1 KB native added_vs_envoy_us": [22.0, 35.0],
@@ -172,22 +175,31 @@ class Intervals(unittest.TestCase):
         self.assertTrue(native_met(summary)["1 KB: p50 added over plain Envoy, one connection"])
         table = targets.table(summary)
         self.assertIn("The native build in this run: every target measured is met; the limit lies inside the 95% "
-                      "interval, so another run could go either way: 1 KB: p50 added over plain Envoy, one connection.",
-                      table)
+                      "interval, so this run's samples cannot say which side of it the median is on: 1 KB: p50 added "
+                      "over plain Envoy, one connection.", table)
 
     def test_a_miss_clear_of_the_limit_is_settled(self):
         summary = run_summary(**{"stream native": {"added_ttft_vs_envoy_us": 58.0}},
                               intervals={"stream native added_ttft_vs_envoy_us": [50.5, 70.0]})
-        self.assertNotIn("either way", targets.table(summary))
+        self.assertNotIn("which side", targets.table(summary))
         summary["intervals"]["stream native added_ttft_vs_envoy_us"] = [45.0, 70.0]
-        self.assertIn("either way: streaming: time to first token added.", targets.table(summary))
+        self.assertIn("the median is on: streaming: time to first token added.", targets.table(summary))
+
+    def test_an_interval_starting_at_the_limit_is_unsettled(self):
+        summary = run_summary(**{"stream native": {"added_ttft_vs_envoy_us": 58.0}},
+                              intervals={"stream native added_ttft_vs_envoy_us": [50.0, 70.0]})
+        self.assertIn("the median is on: streaming: time to first token added.", targets.table(summary))
+
+    def test_a_run_without_intervals_does_not_claim_them(self):
+        table = targets.table(run_summary())
+        self.assertNotIn("interval", table)
 
     def test_cpu_intervals_are_read_per_build_and_load(self):
         summary = run_summary(intervals={"1 KB tollgate extra_cpu_fixed": [20.0, 60.0]})
         table = targets.table(summary)
         self.assertIn("| +55.0 µs (+20 to +60) |", table)
         self.assertIn("The wasm build in this run: 5 of 7 targets missed", table)
-        self.assertIn("either way: 1 KB: extra proxy CPU a request, at 1000 requests/s.", table)
+        self.assertIn("the median is on: 1 KB: extra proxy CPU a request, at 1000 requests/s.", table)
         self.assertNotIn("The native build in this run: every target measured is met;", table)
 
 
@@ -198,15 +210,16 @@ class ARealRun(unittest.TestCase):
         summary = json.loads((Path(__file__).parent / "testdata/results-aa5fa23.json").read_text())
         table = targets.table(summary)
         self.assertIn("| +47.5 µs (+34 to +61) | **no** |", table)
-        # The saturated CPU's interval ends at 29.95: met, and clear of the limit.
-        self.assertIn("| +22.2 µs (+7 to +30) | yes |", table)
-        # Its fixed-rate interval starts at -0.05, shown as +0.
-        self.assertIn("| +34.4 µs (+0 to +74) | **no** |", table)
+        # The saturated CPU's interval (eight rounds: their range) ends at
+        # 29.95: met, and clear of the limit.
+        self.assertIn("| +22.2 µs (+7.4 to +29.9) | yes |", table)
+        # Its fixed-rate interval starts at -0.05.
+        self.assertIn("| +34.4 µs (-0.1 to +73.6) | **no** |", table)
         self.assertIn("The native build in this run: 3 of 7 targets missed (1 KB: p50 added over plain Envoy, one "
                       "connection; streaming: time to first token added; 1 KB: extra proxy CPU a request, at 1000 "
-                      "requests/s); the limit lies inside the 95% interval, so another run could go either way: 100 KB: "
-                      "p50 added over plain Envoy, one connection; streaming: time to first token added; 1 KB: extra "
-                      "proxy CPU a request, at 1000 requests/s.", table)
+                      "requests/s); the limit lies inside the 95% interval, so this run's samples cannot say which "
+                      "side of it the median is on: 100 KB: p50 added over plain Envoy, one connection; streaming: "
+                      "time to first token added; 1 KB: extra proxy CPU a request, at 1000 requests/s.", table)
 
     def test_its_samples_give_its_figures_again(self):
         summary = json.loads((Path(__file__).parent / "testdata/results-aa5fa23.json").read_text())
