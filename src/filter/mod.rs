@@ -296,6 +296,9 @@ struct InFlight {
     retry: Option<Box<Retry>>,
     /// A fallback's HTTP call in flight.
     calling: Option<u32>,
+    /// Milliseconds from the request to the stream's first content, once
+    /// seen; recorded when the request settles, off the first token's path.
+    first_token_ms: Option<u64>,
 }
 
 /// A request admitted on its body, before it is forwarded.
@@ -599,11 +602,7 @@ impl HttpContext for Request {
                 }
             }
             if action.first_content {
-                let ttft = host::now_ms().saturating_sub(flight.started_ms);
-                if let Some(gw) = &self.gateway {
-                    let (key, labels) = series(gw, flight, Metric::TimeToFirstToken);
-                    self.stats.record(key, &labels, ttft);
-                }
+                flight.first_token_ms = Some(host::now_ms().saturating_sub(flight.started_ms));
             }
         }
         if end_of_stream {
@@ -729,6 +728,7 @@ impl Request {
             reader: None,
             retry,
             calling: None,
+            first_token_ms: None,
         }));
         Action::Continue
     }
@@ -961,6 +961,10 @@ impl Request {
         let elapsed = now.saturating_sub(flight.started_ms);
         let (duration, labels) = series(&gw, &flight, Metric::Duration);
         s.record(duration, &labels, elapsed);
+        if let Some(ttft) = flight.first_token_ms {
+            let (key, labels) = series(&gw, &flight, Metric::TimeToFirstToken);
+            s.record(key, &labels, ttft);
+        }
 
         let tokens = usage.input.saturating_add(usage.cached_input).saturating_add(usage.cache_writes()).saturating_add(usage.output);
         release_limits(&gw, flight.team, flight.limited, tokens, now);
