@@ -49,8 +49,8 @@ def pinned(cpu, argv, **kw):
     return p
 
 
-def wait_ready(admin_port, proc, what):
-    deadline = time.time() + 30
+def wait_ready(admin_port, proc, what, seconds=30):
+    deadline = time.time() + seconds
     while time.time() < deadline:
         if proc.poll() is not None:
             sys.exit(f"{what} exited during start-up; see {WORK}")
@@ -60,7 +60,7 @@ def wait_ready(admin_port, proc, what):
         except OSError:
             pass
         time.sleep(0.1)
-    sys.exit(f"{what} was not ready after 30 s")
+    sys.exit(f"{what} was not ready after {seconds} s; see {WORK}")
 
 
 def start_envoy(name, config, cpu, env=None):

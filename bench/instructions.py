@@ -33,7 +33,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,15 +56,9 @@ def under_callgrind(name, config_path, admin_port, options=()):
                                   *options, ENVOY_BINARY, "-c", str(config_path), "--concurrency", "1",
                                   "--disable-hot-restart", "--log-level", "warn"],
                     stderr=open(H.WORK / f"{name}.valgrind.log", "w"), env=dict(os.environ, BENCH_PROVIDER_KEY="sk-bench-provider"))
-    deadline = time.time() + 300
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=2).read()
-            return proc
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                sys.exit(f"{name} did not start under valgrind; see {H.WORK}")
-            time.sleep(1)
+    # Valgrind takes a minute or more to bring Envoy up.
+    H.wait_ready(admin_port, proc, f"{name} under valgrind", seconds=300)
+    return proc
 
 
 def counting(proc, on):
