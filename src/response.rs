@@ -6,7 +6,7 @@
 use crate::accounting::ResponseCopy;
 use crate::admission::{StreamPlan, Wire};
 use crate::anthropic::{self, StreamTranslator};
-use crate::streaming::Meter;
+use crate::streaming::{Arrival, Meter};
 use crate::usage::Usage;
 
 /// What the response headers said.
@@ -38,8 +38,8 @@ pub struct ChunkAction {
     pub replace_with: Option<Vec<u8>>,
     /// Hold the body until it ends (then call [`Reader::on_whole`]).
     pub hold: bool,
-    /// This chunk carried the stream's first content.
-    pub first_content: bool,
+    /// The stream's first content was found, and in which chunk.
+    pub first_content: Option<Arrival>,
 }
 
 /// A whole response rewritten: its new body, and a new status if it changes.
@@ -105,7 +105,7 @@ impl Reader {
                 ChunkAction {
                     replace_with: rewrite.then_some(out),
                     hold: false,
-                    first_content: before == 0 && stream.content_chars() > 0,
+                    first_content: (before == 0 && stream.content_chars() > 0).then_some(Arrival::ThisChunk),
                 }
             }
             Self::Whole { .. } => ChunkAction { hold: !end_of_stream, ..ChunkAction::default() },
@@ -138,7 +138,17 @@ impl Reader {
         }
     }
 
-    /// The usage the response reported, if it got that far.
+    /// Reads what a stream's meter passed on unread (see `streaming`), for
+    /// a stream that did not end; true if its first content was there.
+    pub fn read_the_rest(&mut self) -> bool {
+        match self {
+            Self::Meter(meter) => meter.read_unread(),
+            _ => false,
+        }
+    }
+
+    /// The usage the response reported, if it got that far (after
+    /// [`Reader::read_the_rest`]).
     pub fn usage(&self) -> Option<Usage> {
         match self {
             Self::Copy(copy) => copy.usage(),
@@ -244,8 +254,8 @@ mod tests {
             "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{text}\"}}}}\n\n"
         );
         let first = r.on_chunk(start.as_bytes(), false);
-        assert!(!first.first_content);
-        assert!(r.on_chunk(delta.as_bytes(), false).first_content);
+        assert_eq!(first.first_content, None);
+        assert_eq!(r.on_chunk(delta.as_bytes(), false).first_content, Some(Arrival::ThisChunk));
         // Cut here: no message_delta.
         assert_eq!(r.usage(), Some(Usage { input: 9, cached_input: 0, output: 100, ..Usage::default() }));
     }

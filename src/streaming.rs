@@ -8,6 +8,12 @@
 //! gets that chunk untouched; for one that did not, the meter drops it, and
 //! then only whole events are passed on (the unfinished tail of a chunk is
 //! held until its event ends, which a client could not use earlier anyway).
+//!
+//! An event is read after it has gone on to the client, when the next chunk
+//! comes (or the stream ends), unless it may be the usage chunk that is to
+//! be dropped: so the first token leaves before the meter reads it, and
+//! each later chunk carries the reading of the one before, as it carried
+//! its own.
 
 use crate::json_skim::{self, Cursor};
 use crate::sse;
@@ -18,8 +24,16 @@ use crate::usage::{self, Usage};
 pub struct ChunkOutcome {
     /// Replace the chunk with these bytes (`None`: pass it on as it is).
     pub replace_with: Option<Vec<u8>>,
-    /// This chunk carried the stream's first content.
-    pub first_content: bool,
+    /// The stream's first content was found: in this chunk, or in the one
+    /// before it, read only now.
+    pub first_content: Option<Arrival>,
+}
+
+/// Which chunk an event read now came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    ThisChunk,
+    PreviousChunk,
 }
 
 /// The most a meter holds back waiting for an event to end; past it the
@@ -34,6 +48,10 @@ pub struct Meter {
     /// Characters of generated text (content, tool calls) passed through.
     content_chars: u64,
     events: u64,
+    /// The data of the previous chunk's events, passed on unread: the
+    /// bytes, and where each event's data ends in them.
+    unread: Vec<u8>,
+    unread_ends: Vec<usize>,
 }
 
 impl Meter {
@@ -43,8 +61,11 @@ impl Meter {
     }
 
     pub fn on_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> ChunkOutcome {
+        let earlier = self.read_unread().then_some(Arrival::PreviousChunk);
         let had_content = self.content_chars > 0;
         let drop_mode = self.drop_usage_chunk;
+        // What can wait is read with the next chunk; all is read at the end.
+        let defer = !end_of_stream;
         // In drop mode, what the client gets (see `pass`): nothing is copied
         // while it is the chunk itself, unless bytes of an earlier chunk
         // were held back and now lead it.
@@ -53,7 +74,12 @@ impl Meter {
         // The parser is moved out so that events can update the meter.
         let mut parser = std::mem::take(&mut self.parser);
         parser.feed(chunk, |e| {
-            let keep = self.inspect(&e.data);
+            let keep = if defer && !(drop_mode && may_carry_usage(&e.data)) {
+                self.put_off(&e.data);
+                true
+            } else {
+                self.inspect(&e.data)
+            };
             if drop_mode {
                 pass(&mut out, &mut passed, chunk, e.raw, keep);
             }
@@ -88,7 +114,35 @@ impl Meter {
             // The end of the chunk is an unfinished event, held back.
             None => Some(chunk.get(..passed).unwrap_or_default().to_vec()),
         };
-        ChunkOutcome { replace_with, first_content: !had_content && self.content_chars > 0 }
+        let now = (!had_content && self.content_chars > 0).then_some(Arrival::ThisChunk);
+        ChunkOutcome { replace_with, first_content: earlier.or(now) }
+    }
+
+    /// Keeps an event's data to read with the next chunk.
+    fn put_off(&mut self, data: &[u8]) {
+        self.unread.extend_from_slice(data);
+        self.unread_ends.push(self.unread.len());
+    }
+
+    /// Reads the events passed on unread; true if the stream's first
+    /// content was among them. The filter calls it (through
+    /// `Reader::read_the_rest`) before it settles a stream that did not end.
+    pub fn read_unread(&mut self) -> bool {
+        if self.unread_ends.is_empty() {
+            return false;
+        }
+        let had_content = self.content_chars > 0;
+        let (bytes, ends) = (std::mem::take(&mut self.unread), std::mem::take(&mut self.unread_ends));
+        let mut start = 0;
+        for &end in &ends {
+            self.inspect(bytes.get(start..end).unwrap_or_default());
+            start = end;
+        }
+        // The buffers are kept for the next chunk's events.
+        (self.unread, self.unread_ends) = (bytes, ends);
+        self.unread.clear();
+        self.unread_ends.clear();
+        !had_content && self.content_chars > 0
     }
 
     /// Reads one event's data; false if it is the usage-only chunk to drop.
@@ -124,6 +178,34 @@ impl Meter {
     pub fn held(&self) -> usize {
         self.parser.pending().len()
     }
+}
+
+/// Whether an event's data may be the usage chunk: it has a `"usage"` key
+/// whose value is not `null`. Every chunk of an OpenAI stream asked for
+/// usage carries `"usage":null`; only the last has an object there. (A key
+/// written with escapes is not seen: such a usage chunk is passed on, not
+/// dropped, and still counted.)
+fn may_carry_usage(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"usage\"";
+    // Found by its `u` (memchr, as the events' ends are): few bytes of an
+    // event are one.
+    let mut from = 0usize;
+    while let Some(i) = data.get(from..).and_then(|rest| memchr::memchr(b'u', rest)) {
+        let at = from.saturating_add(i);
+        from = at.saturating_add(1);
+        let Some(start) = at.checked_sub(1) else { continue };
+        let end = start.saturating_add(KEY.len());
+        if data.get(start..end) != Some(KEY) {
+            continue;
+        }
+        let after = data.get(end..).unwrap_or_default().trim_ascii_start();
+        if let Some(value) = after.strip_prefix(b":") {
+            if !value.trim_ascii_start().starts_with(b"null") {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// What the gateway reads of one chunk of a stream.
@@ -226,7 +308,7 @@ mod tests {
         let mut first_seen = 0;
         for (i, c) in chunks.iter().enumerate() {
             let r = meter.on_chunk(c, i + 1 == chunks.len());
-            first_seen += usize::from(r.first_content);
+            first_seen += usize::from(r.first_content.is_some());
             out.extend_from_slice(r.replace_with.as_deref().unwrap_or(c));
         }
         (out, first_seen == 1)
@@ -295,6 +377,71 @@ mod tests {
         assert_eq!(r.replace_with.as_deref(), Some(&b""[..]), "a partial event is held");
         let r = m.on_chunk(&first[10..], false);
         assert_eq!(r.replace_with.as_deref(), Some(first), "then sent whole");
+    }
+
+    #[test]
+    fn events_are_read_a_chunk_late() {
+        let events: Vec<&str> = STREAM.split_inclusive("\n\n").collect();
+        let mut m = Meter::new(false);
+        // The role chunk: passed on, not read yet.
+        assert_eq!(m.on_chunk(events[0].as_bytes(), false), ChunkOutcome::default());
+        // "Hello" comes; the role chunk is read (no content in it).
+        assert_eq!(m.on_chunk(events[1].as_bytes(), false).first_content, None);
+        assert_eq!(m.estimated_output_tokens(), 0);
+        // " wörld" comes; "Hello" is read: the first content, a chunk late.
+        assert_eq!(m.on_chunk(events[2].as_bytes(), false).first_content, Some(Arrival::PreviousChunk));
+        assert_eq!(m.estimated_output_tokens(), 2);
+        // The client asked for usage: its chunk is read late like the rest.
+        assert_eq!(m.on_chunk(events[3].as_bytes(), false).replace_with, None);
+        assert_eq!(m.on_chunk(events[4].as_bytes(), false).replace_with, None);
+        assert_eq!(m.usage(), None);
+        // The stream's last chunk: everything is read.
+        assert_eq!(m.on_chunk(events[5].as_bytes(), true).first_content, None);
+        assert_eq!(m.usage().map(|u| u.output), Some(2));
+        assert_eq!(m.estimated_output_tokens(), 3);
+    }
+
+    #[test]
+    fn the_usage_chunk_to_drop_is_read_at_once() {
+        let events: Vec<&str> = STREAM.split_inclusive("\n\n").collect();
+        let mut m = Meter::new(true);
+        for e in &events[..4] {
+            assert_eq!(m.on_chunk(e.as_bytes(), false).replace_with, None);
+        }
+        assert_eq!(m.usage(), None);
+        let usage_chunk = m.on_chunk(events[4].as_bytes(), false);
+        assert_eq!(usage_chunk.replace_with.as_deref(), Some(&b""[..]), "dropped");
+        assert_eq!(m.usage().map(|u| u.input), Some(9));
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_read_to_its_last_event() {
+        let events: Vec<&str> = STREAM.split_inclusive("\n\n").collect();
+        let mut m = Meter::new(true);
+        m.on_chunk(events[0].as_bytes(), false);
+        m.on_chunk(events[1].as_bytes(), false);
+        assert_eq!(m.estimated_output_tokens(), 0);
+        assert!(m.read_unread(), "the first content was in what was left unread");
+        assert_eq!(m.estimated_output_tokens(), 2);
+        assert!(!m.read_unread(), "nothing is read twice");
+        assert_eq!(m.estimated_output_tokens(), 2);
+    }
+
+    #[test]
+    fn which_events_may_carry_usage() {
+        for yes in [r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, r#"{"usage" : {}}"#, r#"{"usage":null,"x":{"usage":{}}}"#, r#"{"usage":5}"#] {
+            assert!(may_carry_usage(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            r#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#,
+            r#"{"usage" :  null}"#,
+            r#"{"choices":[{"delta":{"content":"\"usage\":{}"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"usage"}}]}"#,
+            "[DONE]",
+            "",
+        ] {
+            assert!(!may_carry_usage(no.as_bytes()), "{no}");
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::errors::{ApiError, DenyReason};
 use crate::header_list::HeaderList;
 use crate::metrics::{self, Metric};
 use crate::response::{self, Reader};
+use crate::streaming::Arrival;
 use host::SharedData;
 use stats::{delta, Key, Stats};
 
@@ -299,6 +300,9 @@ struct InFlight {
     /// Milliseconds from the request to the stream's first content, once
     /// seen; recorded when the request settles, off the first token's path.
     first_token_ms: Option<u64>,
+    /// When the last chunk of the response came (ms since the epoch), kept
+    /// until the first content is found.
+    last_chunk_ms: Option<u64>,
 }
 
 /// A request admitted on its body, before it is forwarded.
@@ -601,8 +605,17 @@ impl HttpContext for Request {
                     warn!("rewriting the response body failed: {status:?}");
                 }
             }
-            if action.first_content {
-                flight.first_token_ms = Some(host::now_ms().saturating_sub(flight.started_ms));
+            if flight.stream.is_some() && flight.first_token_ms.is_none() {
+                // The meter may find the first content a chunk late: the
+                // time a chunk came is kept until the first content is found.
+                let now = host::now_ms();
+                let came = match action.first_content {
+                    Some(Arrival::ThisChunk) => Some(now),
+                    Some(Arrival::PreviousChunk) => flight.last_chunk_ms,
+                    None => None,
+                };
+                flight.first_token_ms = came.map(|ms| ms.saturating_sub(flight.started_ms));
+                flight.last_chunk_ms = Some(now);
             }
         }
         if end_of_stream {
@@ -729,6 +742,7 @@ impl Request {
             retry,
             calling: None,
             first_token_ms: None,
+            last_chunk_ms: None,
         }));
         Action::Continue
     }
@@ -886,9 +900,13 @@ impl Request {
 
     /// Accounts a forwarded request once: cost, ledger, stats.
     fn settle(&mut self) {
-        let State::Forwarded(flight) = std::mem::replace(&mut self.state, State::Done) else {
+        let State::Forwarded(mut flight) = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
+        // A stream cut short: what its meter passed on unread is read now.
+        if flight.reader.as_mut().is_some_and(Reader::read_the_rest) && flight.first_token_ms.is_none() {
+            flight.first_token_ms = flight.last_chunk_ms.map(|ms| ms.saturating_sub(flight.started_ms));
+        }
         let Some(gw) = self.gateway.clone() else { return };
         let (Some(team), Some(model), Some(dep)) =
             (gw.teams.get(flight.team), gw.models.get(flight.model), gw.deployments.get(flight.deployment))
