@@ -6,7 +6,7 @@
 //! Envoy does not return for the calls and phases the filter uses (the
 //! tests exercise each one).
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use log::warn;
 use proxy_wasm::hostcalls;
@@ -137,6 +137,23 @@ pub fn with_body<R>(buffer: BufferType, size: usize, f: impl FnOnce(&[u8]) -> R)
         }
     }
     body(buffer, size).map(|bytes| f(&bytes))
+}
+
+/// Sends an HTTP call to `cluster`; its answer comes to the context's
+/// `on_http_call_response` with the token returned. The native build makes
+/// the call itself: the SDK's would file the token under the context its
+/// dispatcher last served, which the native build does not use.
+pub fn dispatch_http_call(cluster: &str, headers: Vec<(&str, &str)>, body: &[u8], timeout: Duration) -> Result<u32, Status> {
+    #[cfg(feature = "native")]
+    {
+        let headers: Vec<(&[u8], &[u8])> = headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        crate::native::http_call(cluster.as_bytes(), &headers, body, timeout_ms)
+    }
+    #[cfg(not(feature = "native"))]
+    {
+        hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout)
+    }
 }
 
 pub fn send_json(status: u16, body: &str) {

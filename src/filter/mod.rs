@@ -46,7 +46,7 @@ proxy_wasm::main! {{
 }}
 
 #[derive(Default)]
-struct Root {
+pub(crate) struct Root {
     gateway: Option<Rc<Gateway>>,
     stats: Rc<Stats>,
     /// Requests this worker has routed; takes deployments in turn.
@@ -118,6 +118,19 @@ impl Root {
                 warn!("fetching the JWT key set failed: {status:?}");
                 self.jwks_due_ms = now.saturating_add(JWKS_RETRY_MS);
             }
+        }
+    }
+
+    /// A request's context. The native build keeps it in its own stream
+    /// and calls it without the SDK's dispatcher.
+    pub(crate) fn new_request(&self) -> Request {
+        Request {
+            gateway: self.gateway.clone(),
+            stats: Rc::clone(&self.stats),
+            routed: Rc::clone(&self.routed),
+            random: Rc::clone(&self.random),
+            jwt_keys: Rc::clone(&self.jwt_keys),
+            state: State::Passing,
         }
     }
 }
@@ -231,14 +244,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request {
-            gateway: self.gateway.clone(),
-            stats: Rc::clone(&self.stats),
-            routed: Rc::clone(&self.routed),
-            random: Rc::clone(&self.random),
-            jwt_keys: Rc::clone(&self.jwt_keys),
-            state: State::Passing,
-        }))
+        Some(Box::new(self.new_request()))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -246,7 +252,7 @@ impl RootContext for Root {
     }
 }
 
-struct Request {
+pub(crate) struct Request {
     gateway: Option<Rc<Gateway>>,
     stats: Rc<Stats>,
     routed: Rc<Cell<u64>>,
@@ -807,7 +813,7 @@ impl Request {
             };
             let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let timeout = Duration::from_millis(dep.timeout_ms.unwrap_or(FALLBACK_TIMEOUT_MS));
-            match hostcalls::dispatch_http_call(&dep.cluster, header_refs, Some(&body), vec![], timeout) {
+            match host::dispatch_http_call(&dep.cluster, header_refs, &body, timeout) {
                 Ok(token) => {
                     self.count_fallback(&gw, from, forward.model);
                     let State::Forwarded(flight) = &mut self.state else { return false };

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use proxy_wasm::types::Status;
+
 use super::abi::{self, EnvoyBuffer, EnvoyHeader, ModuleBuffer, ModuleHeader};
 use super::{log_message, with_worker, Call, MetricSlot};
 
@@ -593,8 +595,9 @@ pub extern "C" fn proxy_send_local_response(
     OK
 }
 
-/// An HTTP call from the filter: Envoy's callout on the current stream,
-/// answered in `on_http_filter_http_callout_done`.
+/// The proxy-wasm form of [`http_call`], for a call made through the SDK
+/// (the root context's key-set fetch, which the native build refuses at
+/// configuration: a root has no stream to carry it).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn proxy_http_call(
@@ -609,35 +612,49 @@ pub extern "C" fn proxy_http_call(
     timeout_ms: u32,
     token: *mut u32,
 ) -> u32 {
+    let called = unsafe {
+        http_call(slice(upstream, upstream_size), &deserialize(slice(headers, headers_size)), slice(body, body_size), u64::from(timeout_ms))
+    };
+    match called {
+        Ok(t) => {
+            unsafe { *token = t };
+            OK
+        }
+        Err(Status::InternalFailure) => INTERNAL_FAILURE,
+        Err(_) => BAD_ARGUMENT,
+    }
+}
+
+/// An HTTP call from the filter: Envoy's callout on the current stream,
+/// answered in `on_http_filter_http_callout_done` with the token returned.
+pub(crate) fn http_call(upstream: &[u8], headers: &[(&[u8], &[u8])], body: &[u8], timeout_ms: u64) -> Result<u32, Status> {
     let (filter, context) = with_worker(|w| (w.filter, w.context));
     if filter.is_null() || context == 0 {
         // No stream to carry the call (a root context's call).
-        return INTERNAL_FAILURE;
+        return Err(Status::InternalFailure);
     }
-    unsafe {
-        let pairs = deserialize(slice(headers, headers_size));
-        let mut headers: Vec<ModuleHeader> = pairs.iter().map(|(k, v)| ModuleHeader::of(k, v)).collect();
-        let mut id: u64 = 0;
-        let result = abi::envoy_dynamic_module_callback_http_filter_http_callout(
+    let mut headers: Vec<ModuleHeader> = headers.iter().map(|(k, v)| ModuleHeader::of(k, v)).collect();
+    let mut id: u64 = 0;
+    let result = unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_http_callout(
             filter,
             &mut id,
-            ModuleBuffer::of(slice(upstream, upstream_size)),
+            ModuleBuffer::of(upstream),
             headers.as_mut_ptr(),
             headers.len(),
-            ModuleBuffer::of(slice(body, body_size)),
-            u64::from(timeout_ms),
-        );
-        if result != abi::CALLOUT_INIT_SUCCESS {
-            log_message(3, format!("an HTTP call to cluster {} could not start ({result})", String::from_utf8_lossy(slice(upstream, upstream_size))).as_bytes());
-            return BAD_ARGUMENT;
-        }
-        *token = with_worker(|w| {
-            w.next_token = w.next_token.wrapping_add(1).max(1);
-            w.calls.insert((context, id), w.next_token);
-            w.next_token
-        });
+            ModuleBuffer::of(body),
+            timeout_ms,
+        )
+    };
+    if result != abi::CALLOUT_INIT_SUCCESS {
+        log_message(3, format!("an HTTP call to cluster {} could not start ({result})", String::from_utf8_lossy(upstream)).as_bytes());
+        return Err(Status::BadArgument);
     }
-    OK
+    Ok(with_worker(|w| {
+        w.next_token = w.next_token.wrapping_add(1).max(1);
+        w.calls.insert((context, id), w.next_token);
+        w.next_token
+    }))
 }
 
 /// Shared data, as Envoy keeps it for wasm: one map for the process, a

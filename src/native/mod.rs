@@ -2,9 +2,11 @@
 //! feature `native`), for plain Envoy 1.40 where a proxy-wasm VM's
 //! crossings cost too much.
 //!
-//! It runs the very filter the wasm build runs (`crate::filter`, through
-//! the proxy-wasm SDK): the hooks below drive the SDK's entry points
-//! (`proxy_on_request_headers`, ...) from Envoy's dynamic-module hooks, and
+//! It runs the very filter the wasm build runs (`crate::filter`): the
+//! hooks below call its contexts' proxy-wasm methods
+//! (`on_http_request_headers`, ...) from Envoy's dynamic-module hooks
+//! directly, each stream holding its own context (the SDK's dispatcher,
+//! which finds a context by its number on every callback, is not used), and
 //! `hostcalls` answers the proxy-wasm calls the filter makes from Envoy's
 //! dynamic-module callbacks. Each Envoy worker thread gets its own root
 //! context, as each gets its own wasm VM; shared data is process memory.
@@ -22,7 +24,7 @@ mod abi;
 mod batch;
 mod hostcalls;
 
-pub(crate) use hostcalls::{modify_shared_data, with_body, with_response_header};
+pub(crate) use hostcalls::{http_call, modify_shared_data, with_body, with_response_header};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,37 +33,21 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::Action;
+
 use abi::{ConfigEnvoy, EnvoyBuffer, EnvoyHeader, FilterEnvoy, ModuleBuffer, ModuleHeader};
 
 use crate::config::{self, secret::ProcessEnv};
+use crate::filter::{Request, Root};
 use crate::metrics::{Metric, SEPARATOR};
 
 pub(crate) const COUNTER: u32 = 0;
 pub(crate) const GAUGE: u32 = 1;
 pub(crate) const HISTOGRAM: u32 = 2;
 
-// The proxy-wasm SDK's entry points (the filter's callbacks).
-extern "C" {
-    fn proxy_on_context_create(context_id: u32, root_context_id: u32);
-    fn proxy_on_vm_start(context_id: u32, size: usize) -> bool;
-    fn proxy_on_configure(context_id: u32, size: usize) -> bool;
-    fn proxy_on_request_headers(context_id: u32, headers: usize, end_of_stream: bool) -> u32;
-    fn proxy_on_request_body(context_id: u32, size: usize, end_of_stream: bool) -> u32;
-    fn proxy_on_request_trailers(context_id: u32, trailers: usize) -> u32;
-    fn proxy_on_response_headers(context_id: u32, headers: usize, end_of_stream: bool) -> u32;
-    fn proxy_on_response_body(context_id: u32, size: usize, end_of_stream: bool) -> u32;
-    fn proxy_on_response_trailers(context_id: u32, trailers: usize) -> u32;
-    fn proxy_on_done(context_id: u32) -> bool;
-    fn proxy_on_log(context_id: u32);
-    fn proxy_on_delete(context_id: u32);
-    fn proxy_on_http_call_response(context_id: u32, token: u32, headers: usize, body: usize, trailers: usize);
-}
-
 /// The response code details of the filter's own replies.
 pub(crate) const REPLY_DETAILS: &[u8] = b"tollgate";
-
-/// proxy-wasm's `Action::Continue`.
-const ACTION_CONTINUE: u32 = 0;
 
 /// Every series the filter records, by metric and label names: Envoy takes
 /// no new metric once the config has loaded. `key` and `user` follow the
@@ -175,11 +161,9 @@ pub(crate) struct Call {
     pub body: Vec<u8>,
 }
 
-/// What one worker thread holds: its root contexts (one per config, as one
-/// wasm VM per worker), and the stream being served.
+/// What one worker thread holds for the hostcalls: the stream being served.
 pub(crate) struct Worker {
-    sdk_started: bool,
-    roots: HashMap<u64, u32>,
+    logger_started: bool,
     next_context: u32,
     pub filter: FilterEnvoy,
     pub context: u32,
@@ -201,8 +185,7 @@ pub(crate) struct Worker {
 impl Worker {
     fn new() -> Self {
         Self {
-            sdk_started: false,
-            roots: HashMap::new(),
+            logger_started: false,
             next_context: 1,
             filter: std::ptr::null_mut(),
             context: 0,
@@ -256,6 +239,10 @@ impl Worker {
 
 thread_local! {
     static WORKER: RefCell<Worker> = RefCell::new(Worker::new());
+    /// This thread's root context of each config, by config id: one per
+    /// config, as one wasm VM per worker. Borrowed only to make a request's
+    /// context, which calls no host.
+    static ROOTS: RefCell<Vec<(u64, Root)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's worker state. Never held across a call into
@@ -269,24 +256,24 @@ pub(crate) fn log_message(level: u32, message: &[u8]) {
 }
 
 /// Serves one hook: sets the stream as current (restoring what was current
-/// before, for hooks Envoy runs inside another), runs `f`, then does what
-/// the filter asked to happen after it returns (a new route match, a local
-/// reply). `missing` is the answer for a stream pointer Envoy should never
-/// pass (null).
-fn serve<T>(filter: FilterEnvoy, stream: *const c_void, missing: T, f: impl FnOnce(u32) -> T) -> T {
+/// before, for hooks Envoy runs inside another), runs `f` on the stream,
+/// then does what the filter asked to happen after it returns (a new route
+/// match, a local reply). `missing` is the answer for a stream pointer
+/// Envoy should never pass (null).
+fn serve<T>(filter: FilterEnvoy, stream: *const c_void, missing: T, f: impl FnOnce(StreamRef) -> T) -> T {
+    let stream = StreamRef(stream as *mut Stream);
     // SAFETY: `stream` is the pointer `on_http_filter_new` returned, alive
-    // until `on_http_filter_destroy`.
-    let Some(stream) = (unsafe { (stream as *const Stream).as_ref() }) else { return missing };
+    // until `on_http_filter_destroy`; only its plain fields are read here.
+    let Some((context, config)) = (unsafe { stream.0.as_ref() }).map(|s| (s.context, s.config)) else { return missing };
     let before = with_worker(|w| {
-        let before = (w.filter, w.context, w.config, w.config_bytes.clone());
+        let before = (w.filter, w.context, w.config, w.config_bytes.take());
         w.filter = filter;
-        w.context = stream.context;
-        w.config = stream.config;
-        w.config_bytes = None;
+        w.context = context;
+        w.config = config;
         w.body_view = None;
         before
     });
-    let value = f(stream.context);
+    let value = f(stream);
     let (changed, reply) = with_worker(|w| {
         let changed = std::mem::take(&mut w.request_headers_changed);
         (w.filter, w.context, w.config, w.config_bytes) = before;
@@ -302,11 +289,31 @@ fn serve<T>(filter: FilterEnvoy, stream: *const c_void, missing: T, f: impl FnOn
     value
 }
 
-/// One HTTP stream: its filter context.
+/// One HTTP stream: the filter's context for it.
 struct Stream {
+    /// Its number, for the hostcalls (an HTTP call's answer is filed under it).
     context: u32,
     config: *const Config,
-    done: bool,
+    request: Request,
+}
+
+/// A live stream, as `serve` hands it to a hook.
+#[derive(Clone, Copy)]
+struct StreamRef(*mut Stream);
+
+impl StreamRef {
+    /// The stream's context, for the length of one hook.
+    ///
+    /// SAFETY (why this is sound): the pointer is live (`serve` checked
+    /// it), and no other reference to the context is: Envoy runs one hook
+    /// of a stream at a time, a local reply is sent only after the hook
+    /// that asked for it has returned, and the one hook Envoy may run
+    /// inside another (an HTTP call's answer, when the call fails as it is
+    /// made) finds no token filed yet and returns before taking the context.
+    fn request<'a>(self) -> &'a mut Request {
+        // SAFETY: as above.
+        unsafe { &mut (*self.0).request }
+    }
 }
 
 /// The header count a proxy-wasm header hook is given. The filter never
@@ -318,49 +325,44 @@ fn body_size(filter: FilterEnvoy, request: bool) -> usize {
     unsafe { hostcalls::body_size(filter, request) }
 }
 
-/// This thread's root context for `config`, created (and configured) on
-/// the thread's first stream of that config.
-fn root_for(config: &Config, filter: FilterEnvoy) -> u32 {
-    let (start_sdk, known) = with_worker(|w| (!std::mem::replace(&mut w.sdk_started, true), w.roots.get(&config.id).copied()));
-    if start_sdk {
+/// A new request's context, from this thread's root context for `config`,
+/// which is created (and configured) on the thread's first stream of that
+/// config.
+fn new_request(config: &Config, filter: FilterEnvoy) -> Request {
+    let known = ROOTS.with(|r| r.borrow().iter().find(|(id, _)| *id == config.id).map(|(_, root)| root.new_request()));
+    if let Some(request) = known {
+        return request;
+    }
+    if !with_worker(|w| std::mem::replace(&mut w.logger_started, true)) {
         crate::filter::_initialize();
     }
-    if let Some(root) = known {
-        return root;
-    }
     // A new config on this thread: first let go of the roots of configs
-    // Envoy has since removed (a reload).
-    let dead: Vec<u32> = with_worker(|w| {
-        let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
-        let dead: Vec<(u64, u32)> = w.roots.iter().filter(|(id, _)| !live.contains(id)).map(|(id, r)| (*id, *r)).collect();
-        for (id, _) in &dead {
-            w.roots.remove(id);
-        }
-        dead.into_iter().map(|(_, r)| r).collect()
+    // Envoy has since removed (a reload). They are dropped outside the
+    // borrow.
+    let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
+    let dead: Vec<(u64, Root)> = ROOTS.with(|r| {
+        let mut roots = r.borrow_mut();
+        let (kept, dead) = std::mem::take(&mut *roots).into_iter().partition(|(id, _)| live.contains(id));
+        *roots = kept;
+        dead
     });
-    for root in dead {
-        unsafe { proxy_on_delete(root) };
-    }
-    let (root, before) = with_worker(|w| {
-        let root = w.next_context;
-        w.next_context = w.next_context.wrapping_add(1);
-        w.roots.insert(config.id, root);
-        let before = (w.filter, w.context, w.config, w.config_bytes.clone());
+    drop(dead);
+    let before = with_worker(|w| {
+        let before = (w.filter, w.context, w.config, w.config_bytes.take());
         w.filter = filter;
         w.context = 0;
         w.config = config;
         w.config_bytes = Some(Arc::clone(&config.bytes));
-        (root, before)
+        before
     });
-    let configured = unsafe {
-        proxy_on_context_create(root, 0);
-        proxy_on_vm_start(root, 0) && proxy_on_configure(root, config.bytes.len())
-    };
-    if !configured {
+    let mut root = Root::default();
+    if !(root.on_vm_start(0) && root.on_configure(config.bytes.len())) {
         log_message(4, b"configuring the gateway on a worker failed; its requests get a 500");
     }
     with_worker(|w| (w.filter, w.context, w.config, w.config_bytes) = before);
-    root
+    let request = root.new_request();
+    ROOTS.with(|r| r.borrow_mut().push((config.id, root)));
+    request
 }
 
 /// The configs Envoy holds, by id (a worker drops the roots of the others).
@@ -458,35 +460,33 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *co
 pub extern "C" fn envoy_dynamic_module_on_http_filter_new(config: *const c_void, filter: FilterEnvoy) -> *const c_void {
     // SAFETY: the pointer `config_new` returned; Envoy keeps it alive.
     let Some(config) = (unsafe { (config as *const Config).as_ref() }) else { return std::ptr::null() };
-    let root = root_for(config, filter);
+    let request = new_request(config, filter);
     let context = with_worker(|w| {
         let id = w.next_context;
         w.next_context = w.next_context.wrapping_add(1).max(1);
         id
     });
-    let stream = Box::into_raw(Box::new(Stream { context, config, done: false })) as *const c_void;
-    serve(filter, stream, (), |ctx| unsafe { proxy_on_context_create(ctx, root) });
-    stream
+    Box::into_raw(Box::new(Stream { context, config, request })) as *const c_void
 }
 
-fn header_status(action: u32) -> u32 {
-    if action == ACTION_CONTINUE {
+fn header_status(action: Action) -> u32 {
+    if action == Action::Continue {
         abi::HEADERS_CONTINUE
     } else {
         abi::HEADERS_STOP_ITERATION
     }
 }
 
-fn body_status(action: u32) -> u32 {
-    if action == ACTION_CONTINUE {
+fn body_status(action: Action) -> u32 {
+    if action == Action::Continue {
         abi::BODY_CONTINUE
     } else {
         abi::BODY_STOP_ITERATION_AND_BUFFER
     }
 }
 
-fn trailers_status(action: u32) -> u32 {
-    if action == ACTION_CONTINUE {
+fn trailers_status(action: Action) -> u32 {
+    if action == Action::Continue {
         abi::TRAILERS_CONTINUE
     } else {
         abi::TRAILERS_STOP_ITERATION
@@ -495,58 +495,57 @@ fn trailers_status(action: u32) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
-    serve(filter, stream, abi::HEADERS_STOP_ITERATION, |ctx| {
-        header_status(unsafe { proxy_on_request_headers(ctx, HEADER_COUNT, end_of_stream) })
+    serve(filter, stream, abi::HEADERS_STOP_ITERATION, |s| {
+        header_status(s.request().on_http_request_headers(HEADER_COUNT, end_of_stream))
     })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
-    serve(filter, stream, abi::BODY_STOP_ITERATION_AND_BUFFER, |ctx| {
-        body_status(unsafe { proxy_on_request_body(ctx, body_size(filter, true), end_of_stream) })
+    serve(filter, stream, abi::BODY_STOP_ITERATION_AND_BUFFER, |s| {
+        body_status(s.request().on_http_request_body(body_size(filter, true), end_of_stream))
     })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(filter: FilterEnvoy, stream: *const c_void) -> u32 {
-    serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |ctx| {
-        trailers_status(unsafe { proxy_on_request_trailers(ctx, HEADER_COUNT) })
+    serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |s| {
+        trailers_status(s.request().on_http_request_trailers(HEADER_COUNT))
     })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
-    serve(filter, stream, abi::HEADERS_STOP_ITERATION, |ctx| {
-        header_status(unsafe { proxy_on_response_headers(ctx, HEADER_COUNT, end_of_stream) })
+    serve(filter, stream, abi::HEADERS_STOP_ITERATION, |s| {
+        header_status(s.request().on_http_response_headers(HEADER_COUNT, end_of_stream))
     })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(filter: FilterEnvoy, stream: *const c_void, end_of_stream: bool) -> u32 {
-    serve(filter, stream, abi::BODY_STOP_ITERATION_AND_BUFFER, |ctx| {
-        body_status(unsafe { proxy_on_response_body(ctx, body_size(filter, false), end_of_stream) })
+    serve(filter, stream, abi::BODY_STOP_ITERATION_AND_BUFFER, |s| {
+        body_status(s.request().on_http_response_body(body_size(filter, false), end_of_stream))
     })
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(filter: FilterEnvoy, stream: *const c_void) -> u32 {
-    serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |ctx| {
-        trailers_status(unsafe { proxy_on_response_trailers(ctx, HEADER_COUNT) })
+    serve(filter, stream, abi::TRAILERS_STOP_ITERATION, |s| {
+        trailers_status(s.request().on_http_response_trailers(HEADER_COUNT))
     })
 }
 
-/// The stream is over: the filter settles (as in a wasm VM: done, log,
-/// delete).
+/// The stream is over: the filter settles (as in a wasm VM: done, then
+/// log; the context is dropped with the stream).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter: FilterEnvoy, stream: *const c_void) {
-    serve(filter, stream, (), |ctx| unsafe {
-        proxy_on_done(ctx);
-        proxy_on_log(ctx);
-        proxy_on_delete(ctx);
+    serve(filter, stream, (), |s| {
+        let request = s.request();
+        request.on_done();
+        request.on_log();
     });
-    // SAFETY: as in `serve`.
-    if let Some(s) = unsafe { (stream as *mut Stream).as_mut() } {
-        s.done = true;
+    // SAFETY: as in `serve`; only its plain fields are read.
+    if let Some(s) = unsafe { (stream as *const Stream).as_ref() } {
         // SAFETY: Envoy keeps the config alive while its streams run.
         if let Some(f) = unsafe { s.config.as_ref() }.and_then(|c| c.flusher.as_ref()) {
             f.batch.flush_at_request_end(filter);
@@ -559,13 +558,16 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_v
     if stream.is_null() {
         return;
     }
-    // SAFETY: the pointer `filter_new` returned, given back once.
+    // SAFETY: the pointer `filter_new` returned, given back once. A stream
+    // that never completed is only forgotten (its context dropped), as a
+    // wasm VM deletes a context it never logged.
     let stream = unsafe { Box::from_raw(stream as *mut Stream) };
-    with_worker(|w| w.calls.retain(|(ctx, _), _| *ctx != stream.context));
-    if !stream.done {
-        // Never completed: only forget the context.
-        unsafe { proxy_on_delete(stream.context) };
-    }
+    with_worker(|w| {
+        if !w.calls.is_empty() {
+            w.calls.retain(|(ctx, _), _| *ctx != stream.context);
+        }
+    });
+    drop(stream);
 }
 
 /// An HTTP call's answer (a failed call has no headers): handed to the
@@ -581,7 +583,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     chunks: *mut EnvoyBuffer,
     chunks_size: usize,
 ) {
-    serve(filter, stream, (), |ctx| {
+    serve(filter, stream, (), |s| {
+        // SAFETY: `serve` checked the pointer; the plain field is read
+        // through it, before the context is taken.
+        let ctx = unsafe { (*s.0).context };
         let Some(token) = with_worker(|w| w.calls.remove(&(ctx, callout_id))) else { return };
         let call = unsafe {
             let headers: &[EnvoyHeader] =
@@ -594,7 +599,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         };
         let (n, size) = (call.headers.len(), call.body.len());
         with_worker(|w| w.call = Some(call));
-        unsafe { proxy_on_http_call_response(ctx, token, n, size, 0) };
+        s.request().on_http_call_response(token, n, size, 0);
         with_worker(|w| w.call = None);
     });
 }
