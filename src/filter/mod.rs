@@ -303,9 +303,10 @@ struct InFlight {
     retry: Option<Box<Retry>>,
     /// A fallback's HTTP call in flight.
     calling: Option<u32>,
-    /// Milliseconds from the request to the stream's first content, once
-    /// seen; recorded when the request settles, off the first token's path.
-    first_token_ms: Option<u64>,
+    /// When the chunk with the stream's first content came (ms since the
+    /// epoch), once seen; the time to it is recorded when the request
+    /// settles, off the first token's path.
+    first_token_at_ms: Option<u64>,
     /// When the last chunk of the response came (ms since the epoch), kept
     /// until the first content is found.
     last_chunk_ms: Option<u64>,
@@ -611,16 +612,15 @@ impl HttpContext for Request {
                     warn!("rewriting the response body failed: {status:?}");
                 }
             }
-            if flight.stream.is_some() && flight.first_token_ms.is_none() {
+            if flight.stream.is_some() && flight.first_token_at_ms.is_none() {
                 // The meter may find the first content a chunk late: the
                 // time a chunk came is kept until the first content is found.
                 let now = host::now_ms();
-                let came = match action.first_content {
+                flight.first_token_at_ms = match action.first_content {
                     Some(Arrival::ThisChunk) => Some(now),
                     Some(Arrival::PreviousChunk) => flight.last_chunk_ms,
                     None => None,
                 };
-                flight.first_token_ms = came.map(|ms| ms.saturating_sub(flight.started_ms));
                 flight.last_chunk_ms = Some(now);
             }
         }
@@ -747,7 +747,7 @@ impl Request {
             reader: None,
             retry,
             calling: None,
-            first_token_ms: None,
+            first_token_at_ms: None,
             last_chunk_ms: None,
         }));
         Action::Continue
@@ -910,8 +910,8 @@ impl Request {
             return;
         };
         // A stream cut short: what its meter passed on unread is read now.
-        if flight.reader.as_mut().is_some_and(Reader::read_the_rest) && flight.first_token_ms.is_none() {
-            flight.first_token_ms = flight.last_chunk_ms.map(|ms| ms.saturating_sub(flight.started_ms));
+        if flight.reader.as_mut().is_some_and(Reader::read_the_rest) && flight.first_token_at_ms.is_none() {
+            flight.first_token_at_ms = flight.last_chunk_ms;
         }
         let Some(gw) = self.gateway.clone() else { return };
         let (Some(team), Some(model), Some(dep)) =
@@ -985,9 +985,9 @@ impl Request {
         let elapsed = now.saturating_sub(flight.started_ms);
         let (duration, labels) = series(&gw, &flight, Metric::Duration);
         s.record(duration, &labels, elapsed);
-        if let Some(ttft) = flight.first_token_ms {
+        if let Some(at) = flight.first_token_at_ms {
             let (key, labels) = series(&gw, &flight, Metric::TimeToFirstToken);
-            s.record(key, &labels, ttft);
+            s.record(key, &labels, at.saturating_sub(flight.started_ms));
         }
 
         let tokens = usage.input.saturating_add(usage.cached_input).saturating_add(usage.cache_writes()).saturating_add(usage.output);
