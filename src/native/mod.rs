@@ -16,7 +16,7 @@
 //!   with its label names (`SERIES`), and changes are sent at once;
 //! - there is no timer, so `auth.jwt.jwks_uri` is refused (keys are given
 //!   inline);
-//! - a panic in the filter cannot unwind out of the SDK's `extern "C"`
+//! - a panic in the filter cannot unwind out of the module's `extern "C"`
 //!   entry points, so it aborts Envoy instead of killing one VM (the filter
 //!   is built not to panic).
 
@@ -262,9 +262,7 @@ pub(crate) fn log_message(level: u32, message: &[u8]) {
 /// Envoy should never pass (null).
 fn serve<T>(filter: FilterEnvoy, stream: *const c_void, missing: T, f: impl FnOnce(StreamRef) -> T) -> T {
     let stream = StreamRef(stream as *mut Stream);
-    // SAFETY: `stream` is the pointer `on_http_filter_new` returned, alive
-    // until `on_http_filter_destroy`; only its plain fields are read here.
-    let Some((context, config)) = (unsafe { stream.0.as_ref() }).map(|s| (s.context, s.config)) else { return missing };
+    let Some((context, config)) = stream.plain() else { return missing };
     let before = with_worker(|w| {
         let before = (w.filter, w.context, w.config, w.config_bytes.take());
         w.filter = filter;
@@ -302,6 +300,19 @@ struct Stream {
 struct StreamRef(*mut Stream);
 
 impl StreamRef {
+    /// The stream's number and config, or None for a null pointer. Read
+    /// through the pointer field by field, without a reference to the
+    /// whole stream: a hook Envoy runs inside another reads them while the
+    /// outer hook holds the context.
+    fn plain(self) -> Option<(u32, *const Config)> {
+        if self.0.is_null() {
+            return None;
+        }
+        // SAFETY: the pointer `on_http_filter_new` returned, alive until
+        // `on_http_filter_destroy`.
+        unsafe { Some(((*self.0).context, (*self.0).config)) }
+    }
+
     /// The stream's context, for the length of one hook.
     ///
     /// SAFETY (why this is sound): the pointer is live (`serve` checked
@@ -544,10 +555,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter: Fi
         request.on_done();
         request.on_log();
     });
-    // SAFETY: as in `serve`; only its plain fields are read.
-    if let Some(s) = unsafe { (stream as *const Stream).as_ref() } {
+    if let Some((_, config)) = StreamRef(stream as *mut Stream).plain() {
         // SAFETY: Envoy keeps the config alive while its streams run.
-        if let Some(f) = unsafe { s.config.as_ref() }.and_then(|c| c.flusher.as_ref()) {
+        if let Some(f) = unsafe { config.as_ref() }.and_then(|c| c.flusher.as_ref()) {
             f.batch.flush_at_request_end(filter);
         }
     }
@@ -584,9 +594,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     chunks_size: usize,
 ) {
     serve(filter, stream, (), |s| {
-        // SAFETY: `serve` checked the pointer; the plain field is read
-        // through it, before the context is taken.
-        let ctx = unsafe { (*s.0).context };
+        // The token is looked up before the context is taken.
+        let Some((ctx, _)) = s.plain() else { return };
         let Some(token) = with_worker(|w| w.calls.remove(&(ctx, callout_id))) else { return };
         let call = unsafe {
             let headers: &[EnvoyHeader] =
