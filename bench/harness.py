@@ -152,6 +152,13 @@ def load(arm, label, connections=1, rate=0, duration=2.0, warmup=0.5):
     if out.returncode != 0:
         sys.exit(f"load on port {arm.port}{arm.path} failed: {out.stderr.strip()}")
     result = json.loads(out.stdout)
+    if not result["errors"] and not result["requests"] and duration < 8 * 2.0:
+        # Nothing answered in the window, and nothing failed: a proxy that
+        # stalled (one did for more than 1.5 s at 16 connections, most likely
+        # LiteLLM, the slowest arm). A longer window measures it instead of
+        # ending the run.
+        print(f"load on port {arm.port}: no answer in {duration} s, measuring again over {duration * 4} s", file=sys.stderr)
+        return load(arm, label, connections, rate, duration * 4, warmup)
     if result["errors"] or not result["requests"]:
         sys.exit(f"load on port {arm.port}: {result}")
     return result
