@@ -2,7 +2,7 @@
 #
 #   make envoy-up     build everything and start the demo gateway on 127.0.0.1:4000
 #   make test         clippy gate, unit tests, and integration tests against a real Envoy
-#                     (with tollgate.wasm, then with the native build)
+#                     (with tollgate.wasm, then with the native build, built for tests)
 #
 #   make envoy-up CONFIG=file.yaml PORT=N ADMIN_PORT=M [CONCURRENCY=K] [LISTEN=addr] [NATIVE=1]
 #   make envoy-down [PORT=N]
@@ -102,6 +102,19 @@ $(NATIVE_LIB): $(SOURCES) $(NATIVE_DEPS) $(NATIVE_FLAGS)
 		cargo build --release --lib --no-default-features --features native
 	@touch $@  # cargo leaves an up-to-date module as it is
 
+# The native module the integration tests load: the same source and features
+# as $(NATIVE_LIB), built in the tools profile (optimised, without LTO or
+# PGO), so that it reuses the dependencies the CLI and the tests are built
+# with and takes well under a minute. The shipped module's LTO and PGO take
+# three release builds and a training run, about four minutes of CI; they
+# change how the code is optimised, not what it does. cargo test writes its
+# own lib to target/tools/libtollgate.so, hence the copy.
+NATIVE_TEST_LIB := target/native-test/libtollgate.so
+$(NATIVE_TEST_LIB): $(SOURCES)
+	cargo build --profile tools --lib --no-default-features --features native
+	@mkdir -p $(@D)
+	cp target/tools/libtollgate.so $@
+
 wasm: $(WASM)
 cli: $(CLI)
 native: $(NATIVE_LIB)
@@ -118,12 +131,14 @@ envoy-down:
 lint: toolchain
 	cargo clippy --profile tools --all-targets -- -D warnings
 	cargo clippy --release --target wasm32-wasip1 --lib --no-default-features -- -D warnings
-	CARGO_TARGET_DIR=target/native-lint cargo clippy --release --lib --no-default-features --features native -- -D warnings
+	cargo clippy --profile tools --lib --no-default-features --features native -- -D warnings
 
-test: build venv lint
+# The integration tests run against tollgate.wasm as shipped, then against
+# the native module built for tests ($(NATIVE_TEST_LIB), above).
+test: toolchain $(WASM) $(CLI) $(NATIVE_TEST_LIB) venv lint
 	$(VENV)/bin/python -m unittest discover --start-directory bench --pattern 'test_*.py'
 	cargo test --profile tools
-	TOLLGATE_NATIVE=1 cargo test --profile tools --tests
+	TOLLGATE_NATIVE=1 TOLLGATE_NATIVE_LIB=$(abspath $(NATIVE_TEST_LIB)) cargo test --profile tools --tests
 
 # The side-by-side benchmark (not part of make test); see BENCHMARKS.md.
 
