@@ -1,7 +1,7 @@
 # Tollgate: an AI model gateway inside Envoy.
 #
 #   make envoy-up     build everything and start the demo gateway on 127.0.0.1:4000
-#   make test         clippy gate, unit tests, and integration tests against a real Envoy
+#   make test         clippy gate, unit tests (the native module's too), and integration tests against a real Envoy
 #                     (with tollgate.wasm, then with the native build, built for tests)
 #
 #   make envoy-up CONFIG=file.yaml PORT=N ADMIN_PORT=M [CONCURRENCY=K] [LISTEN=addr] [NATIVE=1]
@@ -138,6 +138,7 @@ lint: toolchain
 test: toolchain $(WASM) $(CLI) $(NATIVE_TEST_LIB) venv lint
 	$(VENV)/bin/python -m unittest discover --start-directory bench --pattern 'test_*.py'
 	cargo test --profile tools
+	cargo test --profile tools --lib --no-default-features --features native
 	TOLLGATE_NATIVE=1 TOLLGATE_NATIVE_LIB=$(abspath $(NATIVE_TEST_LIB)) cargo test --profile tools --tests
 
 # The side-by-side benchmark (not part of make test); see BENCHMARKS.md.

@@ -121,7 +121,7 @@ pub(crate) struct MetricSlot {
     pub kind: u32,
     /// Where changes are summed (counters, gauges) or queued (histograms),
     /// and the series' number there.
-    pub batch: Option<(Arc<batch::Batch>, usize)>,
+    pub batch: Option<(Arc<batch::Batch>, batch::SeriesRef)>,
     /// None: no such series was defined (the change is dropped, and logged once).
     pub envoy_id: Option<usize>,
     pub values: Vec<Vec<u8>>,
