@@ -367,17 +367,23 @@ mod tests {
                 })
             })
             .collect();
-        // A flush taking changes while they are added loses none.
-        let (s, t) = (series.clone(), Arc::clone(&taken));
+        // A flush taking changes while they are added loses none: it takes
+        // until every adder is done, so the two overlap.
+        let done = Arc::new(AtomicBool::new(false));
+        let (s, t, d) = (series.clone(), Arc::clone(&taken), Arc::clone(&done));
         let taker = std::thread::spawn(move || {
-            for _ in 0..1000 {
+            let mut takes = 0u64;
+            while !d.load(Ordering::Acquire) {
                 t.fetch_add(s.changes.take().1, Ordering::Relaxed);
+                takes += 1;
             }
+            takes
         });
         for a in adders {
             a.join().unwrap();
         }
-        taker.join().unwrap();
+        done.store(true, Ordering::Release);
+        assert!(taker.join().unwrap() > 0);
         let total = taken.load(Ordering::Relaxed) + series.changes.take().1;
         assert_eq!(total, 200_000);
     }

@@ -120,7 +120,7 @@ fn histogram_series(gw: &config::Gateway) -> Vec<String> {
 pub(crate) struct MetricSlot {
     pub kind: u32,
     /// Where changes are summed (counters, gauges) or queued (histograms),
-    /// and the series' number there.
+    /// and the series there (its number, and its changes' sums).
     pub batch: Option<(Arc<batch::Batch>, batch::SeriesRef)>,
     /// None: no such series was defined (the change is dropped, and logged once).
     pub envoy_id: Option<usize>,
