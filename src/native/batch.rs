@@ -357,33 +357,39 @@ mod tests {
         let b = Arc::new(batch());
         let series = b.register(COUNTER, 3, &[]).unwrap();
         let taken = Arc::new(AtomicI64::new(0));
+        // A flush taking changes while they are added loses none. The two
+        // overlap by construction, not by luck of scheduling: the taker runs
+        // until every adder is done, and each adder does half its adds, then
+        // waits until the taker has taken some, then does the other half.
+        let done = Arc::new(AtomicBool::new(false));
+        let (s, t, d) = (series.clone(), Arc::clone(&taken), Arc::clone(&done));
+        let taker = std::thread::spawn(move || {
+            while !d.load(Ordering::Acquire) {
+                t.fetch_add(s.changes.take().1, Ordering::AcqRel);
+                std::thread::yield_now();
+            }
+        });
         let adders: Vec<_> = (0..4)
             .map(|_| {
-                let (b, s) = (Arc::clone(&b), series.clone());
+                let (b, s, t) = (Arc::clone(&b), series.clone(), Arc::clone(&taken));
                 std::thread::spawn(move || {
-                    for _ in 0..50_000 {
+                    for _ in 0..25_000 {
+                        b.add(&s, 1);
+                    }
+                    while t.load(Ordering::Acquire) == 0 {
+                        std::thread::yield_now();
+                    }
+                    for _ in 0..25_000 {
                         b.add(&s, 1);
                     }
                 })
             })
             .collect();
-        // A flush taking changes while they are added loses none: it takes
-        // until every adder is done, so the two overlap.
-        let done = Arc::new(AtomicBool::new(false));
-        let (s, t, d) = (series.clone(), Arc::clone(&taken), Arc::clone(&done));
-        let taker = std::thread::spawn(move || {
-            let mut takes = 0u64;
-            while !d.load(Ordering::Acquire) {
-                t.fetch_add(s.changes.take().1, Ordering::Relaxed);
-                takes += 1;
-            }
-            takes
-        });
         for a in adders {
             a.join().unwrap();
         }
         done.store(true, Ordering::Release);
-        assert!(taker.join().unwrap() > 0);
+        taker.join().unwrap();
         let total = taken.load(Ordering::Relaxed) + series.changes.take().1;
         assert_eq!(total, 200_000);
     }
