@@ -758,8 +758,7 @@ pub extern "C" fn proxy_define_metric(kind: u32, name: *const u8, name_size: usi
 
 /// Hands a change to the metric's batch, if its series goes there: `f`
 /// gets the batch, the series (its number and its changes) and the
-/// metric's kind, and says
-/// whether the batch took the change.
+/// metric's kind, and says whether the batch took the change.
 fn batched(id: u32, f: impl FnOnce(&super::batch::Batch, &super::batch::SeriesRef, u32) -> bool) -> bool {
     with_worker(|w| {
         let Some(slot) = w.metrics.get(usize::try_from(id).unwrap_or(usize::MAX)) else { return false };
