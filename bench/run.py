@@ -36,9 +36,19 @@ With BENCH_PEERS=1 the same workload also goes through LiteLLM proxy and
 TensorZero's gateway (installed by make into .venv-peers), each given the
 same single core as the proxies.
 
+Extra CPU at a fixed rate is measured in pairs too (1 KB only, the size the
+target names): CPU_PAIRS times, plain Envoy, the floor and both Tollgate
+builds each get one CPU_SLICE-second slice at RATE requests/s in a shuffled
+order, and an arm's extra CPU is the median over the pairs of its CPU a
+request less plain Envoy's in the same pair. The rounds' figure is printed
+beside it. The targets read the paired one when the run has it: the rounds
+put up to half a minute between an arm and plain Envoy, and six of them
+pinned the median down to within about ±60 µs; adjacent slices, many of
+them, pin it down several times as closely.
+
 Environment: ROUNDS (3), DURATION (2 s per CPU and throughput measurement),
 PAIRS (20) and SLICE (0.4 s) for latency, RATE (1000 rps for
-the CPU figure), SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
+the CPU figure), CPU_PAIRS (20; 0 skips) and CPU_SLICE (1 s) for it in pairs, SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
 SOAK_ARM (tollgate, or native), SIZES (1KB,10KB,100KB: which body sizes),
 BENCH_PEERS (0), WRK_PAIRS (8: pairs of 1 s wrk slices in the cross-check;
 0 skips it), AWAKE (1: keep both cores
@@ -75,6 +85,8 @@ PAIRS = int(os.environ.get("PAIRS", "20"))
 WRK_PAIRS = int(os.environ.get("WRK_PAIRS", "8"))
 WRK = shutil.which("wrk")
 SLICE = float(os.environ.get("SLICE", "0.4"))
+CPU_PAIRS = int(os.environ.get("CPU_PAIRS", "20"))
+CPU_SLICE = float(os.environ.get("CPU_SLICE", "1"))
 # Streamed requests per arm in one slice of a round (STREAM_REQUESTS a round).
 STREAM_SLICE = 10
 PEERS_PY = str(ROOT / ".venv-peers/bin/python")
@@ -335,6 +347,19 @@ user_access:
     print(f"latency: {PAIRS} pairs of {SLICE} s slices at one connection", file=sys.stderr)
     in_pairs(PAIRS, arms, one_connection)
 
+    # Extra CPU at the fixed rate, in pairs of adjacent slices (1 KB).
+    cpu_arms = [a for a in ("envoy", "floor", "tollgate", "native") if a in procs]
+    at_rate = {arm: [] for arm in cpu_arms}
+    if CPU_PAIRS and "1 KB" in bodies:
+        print(f"CPU: {CPU_PAIRS} pairs of {CPU_SLICE} s slices at {RATE} rps (1 KB)", file=sys.stderr)
+        for _ in range(CPU_PAIRS):
+            order = list(cpu_arms)
+            shuffle(order)
+            for arm in order:
+                before = cpu_ns(procs[arm].pid)
+                fixed = load(arms[arm], "1 KB", connections=4, rate=RATE, duration=CPU_SLICE, warmup=0.2)
+                at_rate[arm].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
+
     # The cross-check: the same loads driven by wrk, paired the same way.
     wrk_arms = [a for a in ("direct", "envoy", "tollgate", "native") if a in arms]
     checked = {label: {arm: {"p50": [], "rps": []} for arm in wrk_arms} for label, _ in SIZES}
@@ -426,6 +451,19 @@ user_access:
             d = lambda arm, base: over(label, kind, arm, base)  # noqa: E731
             lines.append(f"| {label} | {what} | {d('floor', 'envoy'):+.1f} | {d('hostcalls', 'floor') / HOSTCALLS:.1f} | "
                          f"{d('tollgate', 'floor'):+.1f} | {d('tollgate', 'envoy'):+.1f} | {d('native', 'envoy'):+.1f} |")
+    paired_cpu = {}
+    if at_rate.get("envoy"):
+        lines += ["", f"Extra proxy CPU per request at {RATE} rps, 1 KB, in {CPU_PAIRS} pairs of adjacent {CPU_SLICE:g} s slices "
+                      "(the median of the pairs' differences from plain Envoy; the targets read this one):", "",
+                  "| arm | CPU µs/req (median) | over Envoy (quartiles) |", "|---|---|---|"]
+        for arm in cpu_arms:
+            if arm == "envoy":
+                lines.append(f"| envoy | {med(at_rate[arm]):.1f} | |")
+                continue
+            added = paired(at_rate[arm], at_rate["envoy"])
+            paired_cpu[arm] = added[0]
+            intervals[f"1 KB {arm} extra_cpu_fixed_paired"] = interval(at_rate[arm], at_rate["envoy"])
+            lines.append(f"| {arm} | {med(at_rate[arm]):.1f} | {added[0]:+.1f} ({added[1]:+.1f} to {added[2]:+.1f}) |")
     lines += ["", "| streaming (10 events, 20 ms apart) | TTFT p50 µs | added TTFT vs Envoy (quartiles) | gap p50 µs "
               "| later event's delay p50 µs | added per chunk vs Envoy (quartiles) |",
               "|---|---|---|---|---|---|"]
@@ -462,13 +500,15 @@ user_access:
         lines += ["", f"Soak, {SOAK} s at 500 rps through the {SOAK_ARM} arm, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]
     print("\n".join(lines))
     summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added, "extra_cpu_us_saturated": sat_added,
-                    "native_extra_cpu_us": native_added,
+                    "native_extra_cpu_us": native_added, "paired_cpu_us": paired_cpu,
+                    "cpu_pairs": CPU_PAIRS if paired_cpu else 0, "cpu_slice_s": CPU_SLICE,
                     "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE, "pairs": PAIRS, "slice_s": SLICE,
                     "soak_s": SOAK if soak else 0, "soak_arm": SOAK_ARM if soak else "",
                     "stream_requests": STREAM_REQUESTS, "intervals": intervals,
                     # Every measurement, in the order taken: index i of an
                     # arm's list pairs with index i of plain Envoy's.
-                    "samples": {"by_size": results, "streaming": streaming, "wrk": checked if WRK and WRK_PAIRS else {}}})
+                    "samples": {"by_size": results, "streaming": streaming, "wrk": checked if WRK and WRK_PAIRS else {},
+                                "cpu_at_rate": at_rate}})
     (ROOT / "bench/results.json").write_text(json.dumps(summary, indent=1))
     # Issue 5's targets, read from this run's figures (bench/targets.py).
     print("\nAgainst the targets (1 KB chat requests, everything on, unless the row says otherwise):\n")

@@ -202,6 +202,28 @@ class Intervals(unittest.TestCase):
         self.assertIn("the median is on: 1 KB: extra proxy CPU a request, at 1000 requests/s.", table)
         self.assertNotIn("The native build in this run: every target measured is met;", table)
 
+    def test_cpu_at_the_fixed_rate_is_read_from_the_paired_slices_when_the_run_has_them(self):
+        # The rounds' figure meets the limit and the pairs' does not: the pairs decide.
+        summary = run_summary(paired_cpu_us={"floor": 20.0, "native": 34.5, "tollgate": 29.0}, cpu_pairs=30,
+                              intervals={"1 KB native extra_cpu_fixed_paired": [31.0, 38.0],
+                                         "1 KB native extra_cpu_fixed": [-10.0, 90.0]})
+        self.assertFalse(native_met(summary)["1 KB: extra proxy CPU a request, at 1000 requests/s"])
+        self.assertTrue(wasm_met(summary)["1 KB: extra proxy CPU a request, at 1000 requests/s"])
+        # The saturated figure is still the rounds'.
+        self.assertTrue(native_met(summary)["1 KB: extra proxy CPU a request, on a saturated core"])
+        table = targets.table(summary)
+        self.assertIn("| +34.5 µs (+31 to +38) | **no** |", table)
+        self.assertIn("read from the run's 30 pairs of adjacent slices", table)
+
+    def test_a_run_without_paired_cpu_reads_the_rounds(self):
+        summary = run_summary(paired_cpu_us={})
+        self.assertTrue(native_met(summary)["1 KB: extra proxy CPU a request, at 1000 requests/s"])
+        self.assertNotIn("pairs of adjacent slices", targets.table(summary))
+
+    def test_an_arm_left_out_of_the_pairs_is_not_measured(self):
+        summary = run_summary(paired_cpu_us={"native": 20.0})
+        self.assertIsNone(wasm_met(summary)["1 KB: extra proxy CPU a request, at 1000 requests/s"])
+
 
 class ARealRun(unittest.TestCase):
     """The runs of 4445694 and aa5fa23 (their results.json, kept in bench/testdata)."""
