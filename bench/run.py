@@ -48,7 +48,10 @@ them, pin it down several times as closely.
 
 Environment: ROUNDS (3), DURATION (2 s per CPU and throughput measurement),
 PAIRS (20) and SLICE (0.4 s) for latency, RATE (1000 rps for
-the CPU figure), CPU_PAIRS (20; 0 skips) and CPU_SLICE (1 s) for it in pairs, SOAK (seconds of a 500 rps run for the RSS figure; 0 skips),
+the CPU figure), CPU_PAIRS (20; 0 skips) and CPU_SLICE (1 s) for it in
+pairs, SOAK (seconds of a 500 rps run for the RSS figure, with plain Envoy
+under the same load beside it and both heaps read from Envoy's stats; 0
+skips),
 SOAK_ARM (tollgate, or native), SIZES (1KB,10KB,100KB: which body sizes),
 BENCH_PEERS (0), WRK_PAIRS (8: pairs of 1 s wrk slices in the cross-check;
 0 skips it), AWAKE (1: keep both cores
@@ -197,6 +200,21 @@ api_key_location = "env::BENCH_PROVIDER_KEY"
         tz_bodies[label].write_text(body(size, model="tensorzero::model_name::gpt-4o-mini"))
     arms["tensorzero"] = Arm(tz_port, path="/openai/v1/chat/completions", key="unused", bodies=tz_bodies)
     procs["tensorzero"] = tz
+
+
+def heap_kib(admin_port):
+    """The heap an Envoy has in use, in KiB, by its allocator's count
+    (server.memory_allocated); None if the admin port does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats?filter=^server\\.memory_allocated$", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "server.memory_allocated":
+            return round(int(value) / 1024)
+    return None
 
 
 def main():
@@ -397,12 +415,26 @@ user_access:
 
     rss = {arm: rss_kib(p.pid) for arm, p in procs.items()}
     soak = []
+    # Beside the soak arm's RSS (what the target reads): plain Envoy's under
+    # the same load at the same time, and both processes' heap in use as
+    # Envoy's allocator counts it (server.memory_allocated). RSS also moves
+    # with pages the allocator and the kernel touch; the heap in use moves
+    # only with what is allocated and not freed.
+    beside = {"envoy_rss_kib": [], "heap_kib": [], "envoy_heap_kib": []}
+    soak_admin = ports["tn_admin" if SOAK_ARM == "native" else "tg_admin"]
     if SOAK:
-        print(f"soak: {SOAK} s at 500 rps through tollgate ({SOAK_ARM})", file=sys.stderr)
+        print(f"soak: {SOAK} s at 500 rps through tollgate ({SOAK_ARM}), and plain Envoy beside it", file=sys.stderr)
         step = max(SOAK // 10, 1)
         for _ in range(SOAK // step):
+            plain_load = threading.Thread(target=load, args=(arms["envoy"], "1 KB"),
+                                          kwargs={"connections": 4, "rate": 500, "duration": step})
+            plain_load.start()
             load(arms[SOAK_ARM], "1 KB", connections=4, rate=500, duration=step)
+            plain_load.join()
             soak.append(rss_kib(procs[SOAK_ARM].pid))
+            beside["envoy_rss_kib"].append(rss_kib(plain.pid))
+            beside["heap_kib"].append(heap_kib(soak_admin))
+            beside["envoy_heap_kib"].append(heap_kib(ports["plain_admin"]))
 
     lines = [f"| body | arm | p50 µs | p99 µs | added p50 vs Envoy (quartiles) | added p50 vs direct | CPU µs/req at {RATE} rps | max rps (1 core) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -497,13 +529,17 @@ user_access:
         lines += ["", "(No wrk on PATH: the cross-check was skipped. `make bench` installs it with apt.)"]
     lines += ["", "| RSS after the run | KiB |", "|---|---|"] + [f"| {arm} | {kib} |" for arm, kib in rss.items()]
     if soak:
-        lines += ["", f"Soak, {SOAK} s at 500 rps through the {SOAK_ARM} arm, RSS KiB every {SOAK // len(soak)} s: " + ", ".join(map(str, soak))]
+        every = SOAK // len(soak)
+        lines += ["", f"Soak, {SOAK} s at 500 rps through the {SOAK_ARM} arm, RSS KiB every {every} s: " + ", ".join(map(str, soak)),
+                  "", f"Beside it, plain Envoy under the same load, RSS KiB: " + ", ".join(map(str, beside["envoy_rss_kib"])),
+                  "", f"Heap in use (server.memory_allocated, KiB), {SOAK_ARM}: " + ", ".join(map(str, beside["heap_kib"]))
+                  + "; plain Envoy: " + ", ".join(map(str, beside["envoy_heap_kib"]))]
     print("\n".join(lines))
     summary.update({"rss_kib": rss, "soak_rss_kib": soak, "extra_cpu_us": cpu_added, "extra_cpu_us_saturated": sat_added,
                     "native_extra_cpu_us": native_added, "paired_cpu_us": paired_cpu,
                     "cpu_pairs": CPU_PAIRS if paired_cpu else 0, "cpu_slice_s": CPU_SLICE,
                     "rounds": ROUNDS, "duration_s": DURATION, "rate": RATE, "pairs": PAIRS, "slice_s": SLICE,
-                    "soak_s": SOAK if soak else 0, "soak_arm": SOAK_ARM if soak else "",
+                    "soak_s": SOAK if soak else 0, "soak_arm": SOAK_ARM if soak else "", "soak_beside": beside if soak else {},
                     "stream_requests": STREAM_REQUESTS, "intervals": intervals,
                     # Every measurement, in the order taken: index i of an
                     # arm's list pairs with index i of plain Envoy's.
