@@ -531,7 +531,7 @@ user_access:
     if soak:
         every = SOAK // len(soak)
         lines += ["", f"Soak, {SOAK} s at 500 rps through the {SOAK_ARM} arm, RSS KiB every {every} s: " + ", ".join(map(str, soak)),
-                  "", f"Beside it, plain Envoy under the same load, RSS KiB: " + ", ".join(map(str, beside["envoy_rss_kib"])),
+                  "", "Beside it, plain Envoy under the same load, RSS KiB: " + ", ".join(map(str, beside["envoy_rss_kib"])),
                   "", f"Heap in use (server.memory_allocated, KiB), {SOAK_ARM}: " + ", ".join(map(str, beside["heap_kib"]))
                   + "; plain Envoy: " + ", ".join(map(str, beside["envoy_heap_kib"]))]
     print("\n".join(lines))
