@@ -347,11 +347,12 @@ user_access:
                 streaming[arm]["ttft"].append(s["ttft_p50_us"])
                 streaming[arm]["gap"].append(s["gap_p50_us"])
                 streaming[arm]["delay"].append(s["delay_p50_us"])
-    def in_pairs(count, names, measure):
-        """`count` times, for every body size, `measure(label, arm)` for each
-        arm of `names` once, in a shuffled order: the slices that pair."""
+    def in_pairs(count, names, measure, labels=None):
+        """`count` times, for every body size (or those of `labels`),
+        `measure(label, arm)` for each arm of `names` once, in a shuffled
+        order: the slices that pair."""
         for _ in range(count):
-            for label, _ in SIZES:
+            for label in labels or [label for label, _ in SIZES]:
                 order = list(names)
                 shuffle(order)
                 for arm in order:
@@ -368,15 +369,15 @@ user_access:
     # Extra CPU at the fixed rate, in pairs of adjacent slices (1 KB).
     cpu_arms = [a for a in ("envoy", "floor", "tollgate", "native") if a in procs]
     at_rate = {arm: [] for arm in cpu_arms}
+
+    def cpu_slice(label, arm):
+        before = cpu_ns(procs[arm].pid)
+        fixed = load(arms[arm], label, connections=4, rate=RATE, duration=CPU_SLICE, warmup=0.2)
+        at_rate[arm].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
+
     if CPU_PAIRS and "1 KB" in bodies:
         print(f"CPU: {CPU_PAIRS} pairs of {CPU_SLICE} s slices at {RATE} rps (1 KB)", file=sys.stderr)
-        for _ in range(CPU_PAIRS):
-            order = list(cpu_arms)
-            shuffle(order)
-            for arm in order:
-                before = cpu_ns(procs[arm].pid)
-                fixed = load(arms[arm], "1 KB", connections=4, rate=RATE, duration=CPU_SLICE, warmup=0.2)
-                at_rate[arm].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
+        in_pairs(CPU_PAIRS, cpu_arms, cpu_slice, labels=["1 KB"])
 
     # The cross-check: the same loads driven by wrk, paired the same way.
     wrk_arms = [a for a in ("direct", "envoy", "tollgate", "native") if a in arms]
@@ -425,12 +426,21 @@ user_access:
     if SOAK:
         print(f"soak: {SOAK} s at 500 rps through tollgate ({SOAK_ARM}), and plain Envoy beside it", file=sys.stderr)
         step = max(SOAK // 10, 1)
+        plain_failed = []
+
+        def plain_soak():
+            try:
+                load(arms["envoy"], "1 KB", connections=4, rate=500, duration=step)
+            except SystemExit as e:  # load()'s way to end the run, here on another thread
+                plain_failed.append(e)
+
         for _ in range(SOAK // step):
-            plain_load = threading.Thread(target=load, args=(arms["envoy"], "1 KB"),
-                                          kwargs={"connections": 4, "rate": 500, "duration": step})
+            plain_load = threading.Thread(target=plain_soak)
             plain_load.start()
             load(arms[SOAK_ARM], "1 KB", connections=4, rate=500, duration=step)
             plain_load.join()
+            if plain_failed:
+                raise plain_failed[0]
             soak.append(rss_kib(procs[SOAK_ARM].pid))
             beside["envoy_rss_kib"].append(rss_kib(plain.pid))
             beside["heap_kib"].append(heap_kib(soak_admin))
