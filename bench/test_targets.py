@@ -65,6 +65,42 @@ class RssFlat(unittest.TestCase):
         self.assertFalse(targets.rss_flat([73500] * 4 + [73600, 73500, 73500, 73500, 73500, 73500])[0])
 
 
+class RssFlatBesidePlainEnvoy(unittest.TestCase):
+    # The soak of e05a197: both processes gained a page a minute until the
+    # eighth reading, then held.
+    ARM = [73032, 73104, 73108, 73112, 73116, 73120, 73124, 73128, 73128, 73128]
+    PLAIN = [68740, 68884, 68888, 68892, 68896, 68900, 68904, 68908, 68908, 68908]
+
+    def test_creep_plain_envoy_shares_is_not_the_filters(self):
+        self.assertFalse(targets.rss_flat(self.ARM)[0])
+        flat, why = targets.rss_flat(self.ARM, self.PLAIN)
+        self.assertTrue(flat)
+        self.assertIn("plain Envoy beside it 68740 to 68908", why)
+
+    def test_a_leak_of_the_arms_own_still_shows(self):
+        # A page a minute more than plain Envoy, all the way.
+        leaking = [a + 4 * i for i, a in enumerate(self.ARM)]
+        flat, why = targets.rss_flat(leaking, self.PLAIN)
+        self.assertFalse(flat)
+        self.assertIn("more than plain Envoy's beside it", why)
+        self.assertIn("second half", why)
+
+    def test_plain_envoy_shrinking_does_not_excuse_a_flat_arm(self):
+        # The arm alone is flat, plain Envoy gives back 12 KiB late: the
+        # difference rises by three pages in the second half.
+        flat, _ = targets.rss_flat([73128] * 10, [68908] * 6 + [68904, 68900, 68896, 68896])
+        self.assertFalse(flat)
+
+    def test_readings_of_another_length_judge_the_arm_alone(self):
+        self.assertFalse(targets.rss_flat(self.ARM, self.PLAIN[:9])[0])
+        self.assertTrue(targets.rss_flat([73508] * 3 + [73512] * 7, [1] * 4)[0])
+
+    def test_check_reads_the_readings_beside_the_soak(self):
+        beside = {"envoy_rss_kib": self.PLAIN, "heap_kib": [7283] * 10, "envoy_heap_kib": [6360] * 10}
+        self.assertTrue(native_met(run_summary(soak_rss_kib=self.ARM, soak_beside=beside))["RSS flat over a 10-minute soak at 500 requests/s"])
+        self.assertFalse(native_met(run_summary(soak_rss_kib=self.ARM))["RSS flat over a 10-minute soak at 500 requests/s"])
+
+
 class Check(unittest.TestCase):
     def test_a_run_meeting_every_target(self):
         self.assertTrue(all(native_met(run_summary()).values()))
