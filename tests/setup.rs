@@ -191,7 +191,7 @@ fn make_envoy_up_refuses_a_bad_config_before_starting_envoy() {
 #[test]
 fn make_envoy_up_reports_an_envoy_that_does_not_come_up() {
     // A port already taken is refused before Envoy starts.
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = loopback_listener();
     let port = busy.local_addr().unwrap().port().to_string();
     let (ok, out) = make(&["envoy-up", "CONFIG=examples/seed-config.yaml", &format!("PORT={port}"), &format!("ADMIN_PORT={}", free_port())], &seed_env());
     assert!(!ok, "{out}");

@@ -95,8 +95,30 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A listener on a loopback port no other part of this test binary was
+/// given. The kernel may hand a just-released port out again, so a port
+/// from `free_port` that a test has not yet started its server on could
+/// otherwise be bound by a second test, or returned to it by `free_port`.
+pub fn loopback_listener() -> TcpListener {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Ports refused are held until the loop ends, so the kernel moves on.
+    let mut refused = Vec::new();
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("a bound listener's address").port();
+        if given.contains(&port) {
+            refused.push(listener);
+            continue;
+        }
+        given.push(port);
+        return listener;
+    }
+}
+
+/// A loopback port nothing listens on, never given out twice (see above).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loopback_listener().local_addr().unwrap().port()
 }
 
 /// The standard test config: four models on one fake upstream.

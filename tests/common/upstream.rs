@@ -354,7 +354,7 @@ pub struct Upstream {
 impl Upstream {
     /// Bind 127.0.0.1:0 and serve in background threads (one per connection, keep-alive).
     pub fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("fake upstream: bind 127.0.0.1:0");
+        let listener = super::loopback_listener();
         let addr = listener.local_addr().expect("fake upstream: local_addr");
         let shared = Arc::new(Shared {
             handler: Box::new(handler),
