@@ -181,6 +181,12 @@ def cpu_ns(pid):
     return total
 
 
+def cpu_us_each(pid, before, answered):
+    """The CPU time process `pid` spent since `before` (cpu_ns's reading),
+    in µs for each of the `answered` requests."""
+    return (cpu_ns(pid) - before) / 1000 / answered
+
+
 def rss_kib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -74,8 +74,8 @@ from pathlib import Path
 
 import targets
 from harness import (CLI, ENVOY, FLOOR_WASM, LOAD, LOAD_CPU, NATIVE_LIB, PROCS, PROXY_CPU, ROOT,
-                     TEAM_KEY, WASM, WORK, Arm, admin, body, cluster, cpu_ns, free_port, listener, load, pinned,
-                     rss_kib, run_then_stop, start_envoy, start_upstream, stream, wait_ready)
+                     TEAM_KEY, WASM, WORK, Arm, admin, body, cluster, cpu_ns, cpu_us_each, free_port, listener,
+                     load, pinned, rss_kib, run_then_stop, start_envoy, start_upstream, stream, wait_ready)
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = float(os.environ.get("DURATION", "2"))
 RATE = int(os.environ.get("RATE", "1000"))
@@ -334,11 +334,11 @@ user_access:
                 saturated = load(where, label, connections=16, duration=DURATION)
                 res["max_rps"].append(saturated["rps"])
                 if arm in procs:
-                    res["sat_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / saturated["answered"])
+                    res["sat_us"].append(cpu_us_each(procs[arm].pid, before, saturated["answered"]))
                 if arm in procs:
                     before = cpu_ns(procs[arm].pid)
                     fixed = load(where, label, connections=4, rate=RATE, duration=DURATION)
-                    res["cpu_us"].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
+                    res["cpu_us"].append(cpu_us_each(procs[arm].pid, before, fixed["answered"]))
         for _ in range(max(STREAM_REQUESTS // STREAM_SLICE, 1)):
             order = list(stream_arms)
             shuffle(order)
@@ -373,7 +373,7 @@ user_access:
     def cpu_slice(label, arm):
         before = cpu_ns(procs[arm].pid)
         fixed = load(arms[arm], label, connections=4, rate=RATE, duration=CPU_SLICE, warmup=0.2)
-        at_rate[arm].append((cpu_ns(procs[arm].pid) - before) / 1000 / fixed["answered"])
+        at_rate[arm].append(cpu_us_each(procs[arm].pid, before, fixed["answered"]))
 
     if CPU_PAIRS and "1 KB" in bodies:
         print(f"CPU: {CPU_PAIRS} pairs of {CPU_SLICE} s slices at {RATE} rps (1 KB)", file=sys.stderr)

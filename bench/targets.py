@@ -118,10 +118,10 @@ def rss_flat(readings, beside=None):
     if beside and len(beside) == len(readings):
         excess = [mine - plain for mine, plain in zip(readings, beside)]
         flat, why = moves(excess, readings[0])
-        alone = moves(readings, readings[0])[1]
-        plain = moves(beside, beside[0])[1]
         if flat:
             return True, f"{readings[0]} to {readings[-1]} KiB, plain Envoy beside it {beside[0]} to {beside[-1]}; the difference {why}"
+        alone = moves(readings, readings[0])[1]
+        plain = moves(beside, beside[0])[1]
         return False, f"more than plain Envoy's beside it: the difference {why} (alone: {alone}; plain Envoy: {plain})"
     flat, why = moves(readings, readings[0])
     return flat, (f"{readings[0]} to {readings[-1]} KiB" if flat else why)
