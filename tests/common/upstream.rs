@@ -352,7 +352,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Bind 127.0.0.1:0 and serve in background threads (one per connection, keep-alive).
+    /// Listen on a loopback port of its own (`loopback_listener`) and serve in
+    /// background threads (one per connection, keep-alive).
     pub fn start(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Upstream {
         let listener = super::loopback_listener();
         let addr = listener.local_addr().expect("fake upstream: local_addr");
