@@ -234,7 +234,20 @@ struct TlsUpstream {
 }
 
 impl TlsUpstream {
+    /// Starts the script until the port it binds is one no other test in
+    /// this binary was given (see `common::claim_port`).
     fn start(pair: &CertPair) -> TlsUpstream {
+        for _ in 0..20 {
+            let up = TlsUpstream::start_once(pair);
+            if claim_port(up.port) {
+                return up;
+            }
+            // Dropped: the script is stopped, and its port released.
+        }
+        panic!("the TLS provider bound a port given to another test twenty times in a row");
+    }
+
+    fn start_once(pair: &CertPair) -> TlsUpstream {
         let dir = scratch_dir("tls-upstream");
         let script = dir.join("provider.py");
         std::fs::write(&script, TLS_PROVIDER_PY).unwrap();

@@ -100,8 +100,7 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 /// from `free_port` that a test has not yet started its server on could
 /// otherwise be bound by a second test, or returned to it by `free_port`.
 pub fn loopback_listener() -> TcpListener {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut given = given_ports();
     // Ports refused are held until the loop ends, so the kernel moves on.
     let mut refused = Vec::new();
     loop {
@@ -114,6 +113,26 @@ pub fn loopback_listener() -> TcpListener {
         given.push(port);
         return listener;
     }
+}
+
+/// The ports given out so far in this test binary.
+fn given_ports() -> std::sync::MutexGuard<'static, Vec<u16>> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// For a server that binds its own port (a child process): records `port`
+/// as given and returns true, or returns false when it was given out
+/// already, to a test that may not have bound it yet. The caller then
+/// starts its server again.
+#[allow(dead_code)]
+pub fn claim_port(port: u16) -> bool {
+    let mut given = given_ports();
+    if given.contains(&port) {
+        return false;
+    }
+    given.push(port);
+    true
 }
 
 /// A loopback port nothing listens on, never given out twice (see above).
