@@ -34,13 +34,22 @@ WORK = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
 PROCS = []
 
 
+GIVEN_PORTS = set()
+
+
 def free_port():
+    """A loopback port nothing listens on, never the same one twice in a
+    run: the kernel can hand a just-closed port out again before the server
+    it was picked for has bound it."""
     import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in GIVEN_PORTS:
+            GIVEN_PORTS.add(port)
+            return port
 
 
 def pinned(cpu, argv, **kw):
@@ -184,6 +193,9 @@ def cpu_ns(pid):
 def cpu_us_each(pid, before, answered):
     """The CPU time process `pid` spent since `before` (cpu_ns's reading),
     in µs for each of the `answered` requests."""
+    if answered <= 0:
+        raise RuntimeError(f"process {pid} answered no requests in the slice: no CPU a request to read "
+                           "(is the arm up? see its log)")
     return (cpu_ns(pid) - before) / 1000 / answered
 
 
