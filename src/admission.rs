@@ -178,15 +178,24 @@ struct Edit<'g> {
     with: Cow<'g, [u8]>,
 }
 
+/// A request body's edits: the model's name, and `stream_options`. Held
+/// in place rather than in a vector (one allocation less a request).
+type Edits<'g> = [Option<Edit<'g>>; 2];
+
 /// Turns edits into one prefix replacement, the only body change Envoy's
 /// wasm host supports short of replacing everything: the body up to the last
 /// edit is rebuilt, the rest is left where it is.
-fn splice(body: &[u8], mut edits: Vec<Edit<'_>>) -> Option<BodyEdit> {
-    edits.sort_by_key(|e| e.start);
-    let last = edits.last()?.end;
+fn splice(body: &[u8], edits: Edits<'_>) -> Option<BodyEdit> {
+    // In body order (the two never overlap: different members).
+    let [first, second] = match edits {
+        [Some(a), Some(b)] if b.start < a.start => [Some(b), Some(a)],
+        [None, b] => [b, None],
+        both => both,
+    };
+    let last = second.as_ref().or(first.as_ref())?.end;
     let mut prefix = Vec::with_capacity(last.saturating_add(64));
     let mut pos = 0;
-    for edit in edits {
+    for edit in [first, second].into_iter().flatten() {
         prefix.extend_from_slice(body.get(pos..edit.start).unwrap_or_default());
         prefix.extend_from_slice(&edit.with);
         pos = edit.end;
@@ -205,7 +214,7 @@ fn stream_plan(
     body: &[u8],
     top: &json_scan::TopLevel,
     endpoint: Endpoint,
-    edits: &mut Vec<Edit<'_>>,
+    edit: &mut Option<Edit<'_>>,
 ) -> Result<Option<StreamPlan>, ApiError> {
     if !is_streaming(body, top) || endpoint == Endpoint::Embeddings {
         return Ok(None);
@@ -218,11 +227,11 @@ fn stream_plan(
             let mut with = br#""stream_options":"#.to_vec();
             with.extend_from_slice(INCLUDE_USAGE);
             with.push(b',');
-            edits.push(Edit { start: at, end: at, with: Cow::Owned(with) });
+            *edit = Some(Edit { start: at, end: at, with: Cow::Owned(with) });
             false
         }
         Some(span) if span.kind == Kind::Null => {
-            edits.push(Edit { start: span.start, end: span.end, with: Cow::Borrowed(INCLUDE_USAGE) });
+            *edit = Some(Edit { start: span.start, end: span.end, with: Cow::Borrowed(INCLUDE_USAGE) });
             false
         }
         Some(span) if span.kind == Kind::Object => {
@@ -233,7 +242,7 @@ fn stream_plan(
             if !asked {
                 options.insert("include_usage".to_string(), serde_json::Value::Bool(true));
                 let with = serde_json::to_vec(&options).unwrap_or_else(|_| INCLUDE_USAGE.to_vec());
-                edits.push(Edit { start: span.start, end: span.end, with: Cow::Owned(with) });
+                *edit = Some(Edit { start: span.start, end: span.end, with: Cow::Owned(with) });
             }
             asked
         }
@@ -414,15 +423,16 @@ fn decide<'g>(
             (Some(BodyEdit { replace: body.len(), prefix: translated.body }), stream)
         }
         Wire::OpenAI | Wire::Anthropic => {
-            let mut edits: Vec<Edit<'g>> = Vec::new();
+            let mut edits: Edits<'g> = [None, None];
+            let [model_edit, stream_edit] = &mut edits;
             if in_body != dep.upstream_model {
-                edits.push(Edit { start: span.start, end: span.end, with: Cow::Borrowed(dep.upstream_model_json.as_bytes()) });
+                *model_edit = Some(Edit { start: span.start, end: span.end, with: Cow::Borrowed(dep.upstream_model_json.as_bytes()) });
             }
             let stream = if wire == Wire::Anthropic {
                 // Anthropic streams always carry usage.
                 is_streaming(body, &top).then_some(StreamPlan { client_asked_usage: true })
             } else {
-                stream_plan(body, &top, pending.endpoint, &mut edits)?
+                stream_plan(body, &top, pending.endpoint, stream_edit)?
             };
             (splice(body, edits), stream)
         }
