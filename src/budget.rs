@@ -27,8 +27,8 @@ pub struct Ledger {
 }
 
 impl Record for Ledger {
-    fn encode(&self) -> Vec<u8> {
-        shared::encode_u64s(&[self.spent, self.reserved, self.period_start])
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        shared::encode_u64s_into(&[self.spent, self.reserved, self.period_start], out)
     }
 
     fn decode(bytes: &[u8]) -> Option<Ledger> {

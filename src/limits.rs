@@ -34,8 +34,8 @@ pub struct Window {
 }
 
 impl Record for Window {
-    fn encode(&self) -> Vec<u8> {
-        shared::encode_u64s(&[self.minute, self.requests, self.tokens, self.in_flight])
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        shared::encode_u64s_into(&[self.minute, self.requests, self.tokens, self.in_flight], out)
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {

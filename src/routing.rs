@@ -88,13 +88,14 @@ const FIELDS: usize = 7;
 pub struct ModelState(pub Vec<DeploymentState>);
 
 impl Record for ModelState {
-    fn encode(&self) -> Vec<u8> {
-        let fields: Vec<u64> = self
-            .0
-            .iter()
-            .flat_map(|d| [d.in_flight, d.latency_ms, d.minute, d.requests, d.tokens, d.fails, d.cooldown_until_ms])
-            .collect();
-        shared::encode_u64s(&fields)
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(self.0.len().saturating_mul(7 * 8));
+        for d in &self.0 {
+            for field in [d.in_flight, d.latency_ms, d.minute, d.requests, d.tokens, d.fails, d.cooldown_until_ms] {
+                out.extend_from_slice(&field.to_le_bytes());
+            }
+        }
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {

@@ -14,17 +14,21 @@ pub trait Store {
     /// `Ok(false)` when someone else wrote first.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, String>;
     /// Reads and rewrites a value in one step, for a store that can hold
-    /// off every other writer meanwhile (a lock): `f` gets the value (None
-    /// if absent) and returns the new one, or None to leave it. `None`
-    /// when the store cannot, and [`update`] then uses compare-and-swap.
+    /// off every other writer meanwhile (a lock): `f` rewrites the value
+    /// where it lies (see [`Rewrite`]). `None` when the store cannot, and
+    /// [`update`] then uses compare-and-swap.
     fn modify(&self, _key: &str, _f: &mut Rewrite<'_>) -> Option<Result<(), String>> {
         None
     }
 }
 
-/// What [`Store::modify`] runs on a value: the value (None if absent) to
-/// the new one, or None to leave it.
-pub type Rewrite<'f> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'f;
+/// What [`Store::modify`] runs on a value: it gets the stored bytes (empty,
+/// with `false`, when there is no value) and rewrites them in place,
+/// returning whether to keep what it wrote. It writes only when it returns
+/// true, so false leaves the value as it was (and creates none). Rewriting
+/// in place reuses the value's buffer: a request's reservation and
+/// settlement allocate nothing.
+pub type Rewrite<'f> = dyn FnMut(&mut Vec<u8>, bool) -> bool + 'f;
 
 /// What [`update`] returns: the record before and after, the change's
 /// refusal, or the store's error.
@@ -32,8 +36,15 @@ pub type Updated<T, E> = Result<Result<(T, T), E>, String>;
 
 /// A record kept in shared data.
 pub trait Record: Sized + Default {
-    fn encode(&self) -> Vec<u8>;
+    /// Writes the record's bytes into `out`, replacing what it held.
+    fn encode_into(&self, out: &mut Vec<u8>);
     fn decode(bytes: &[u8]) -> Option<Self>;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
 }
 
 const MAX_ATTEMPTS: usize = 256;
@@ -58,26 +69,27 @@ pub fn update<T: Record, E>(
     // In one step where the store can: one lookup, and no copy of the
     // value out of the store.
     let mut outcome: Option<Updated<T, E>> = None;
-    let modified = store.modify(key, &mut |value| {
-        let before = match value {
-            Some(bytes) => match T::decode(bytes) {
+    let modified = store.modify(key, &mut |value, present| {
+        let before = if present {
+            match T::decode(value) {
                 Some(before) => before,
                 None => {
                     outcome = Some(Err(format!("shared record {key} is corrupt")));
-                    return None;
+                    return false;
                 }
-            },
-            None => T::default(),
+            }
+        } else {
+            T::default()
         };
         match change(&before) {
             Ok(after) => {
-                let bytes = after.encode();
+                after.encode_into(value);
                 outcome = Some(Ok(Ok((before, after))));
-                Some(bytes)
+                true
             }
             Err(e) => {
                 outcome = Some(Ok(Err(e)));
-                None
+                false
             }
         }
     });
@@ -113,7 +125,18 @@ pub fn ensure(store: &dyn Store, key: &str) -> Result<(), String> {
 
 /// Little-endian u64 fields, in order.
 pub fn encode_u64s(fields: &[u64]) -> Vec<u8> {
-    fields.iter().flat_map(|f| f.to_le_bytes()).collect()
+    let mut out = Vec::new();
+    encode_u64s_into(fields, &mut out);
+    out
+}
+
+/// [`encode_u64s`] into `out`, replacing what it held (its buffer reused).
+pub fn encode_u64s_into(fields: &[u64], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(fields.len().saturating_mul(8));
+    for f in fields {
+        out.extend_from_slice(&f.to_le_bytes());
+    }
 }
 
 /// The inverse of [`encode_u64s`]; None unless `bytes` holds exactly `N` fields.
@@ -153,9 +176,21 @@ pub mod testing {
 
         fn modify(&self, key: &str, f: &mut crate::shared::Rewrite<'_>) -> Option<Result<(), String>> {
             let mut map = self.0 .0.lock().unwrap();
-            let current = map.get(key).map(|(v, c)| (v.clone(), *c));
-            if let Some(new) = f(current.as_ref().map(|(v, _)| v.as_slice())) {
-                map.insert(key.to_string(), (new, current.map_or(0, |(_, c)| c) + 1));
+            match map.get_mut(key) {
+                Some((value, cas)) => {
+                    let before = value.clone();
+                    if f(value, true) {
+                        *cas += 1;
+                    } else {
+                        assert_eq!(*value, before, "a rewrite that keeps nothing must write nothing");
+                    }
+                }
+                None => {
+                    let mut new = Vec::new();
+                    if f(&mut new, false) {
+                        map.insert(key.to_string(), (new, 1));
+                    }
+                }
             }
             Some(Ok(()))
         }
@@ -189,8 +224,8 @@ mod tests {
     struct Count(u64);
 
     impl Record for Count {
-        fn encode(&self) -> Vec<u8> {
-            encode_u64s(&[self.0])
+        fn encode_into(&self, out: &mut Vec<u8>) {
+            encode_u64s_into(&[self.0], out)
         }
         fn decode(bytes: &[u8]) -> Option<Self> {
             decode_u64s::<1>(bytes).map(|[n]| Count(n))

@@ -141,6 +141,30 @@ unsafe fn envoy_headers<'a>(filter: abi::FilterEnvoy, kind: u32) -> Vec<(&'a [u8
     headers.iter().map(|h| h.pair()).collect()
 }
 
+/// Headers a map usually holds at most: listed on the stack.
+const STACK_HEADERS: usize = 32;
+
+/// Lends all of a header map to `f`, as (key, value) pairs pointing into
+/// Envoy. A map of up to [`STACK_HEADERS`] is listed on the stack, without
+/// allocating (a request's headers are read this way once each); a larger
+/// one in vectors.
+unsafe fn with_envoy_headers<R>(filter: abi::FilterEnvoy, kind: u32, f: impl FnOnce(&[(&[u8], &[u8])]) -> R) -> R {
+    let n = abi::envoy_dynamic_module_callback_http_get_headers_size(filter, kind);
+    if n > STACK_HEADERS {
+        return f(&envoy_headers(filter, kind));
+    }
+    let mut headers = [EnvoyHeader::EMPTY; STACK_HEADERS];
+    let Some(headers) = headers.get_mut(..n) else { return f(&[]) };
+    if n == 0 || !abi::envoy_dynamic_module_callback_http_get_headers(filter, kind, headers.as_mut_ptr()) {
+        return f(&[]);
+    }
+    let mut pairs: [(&[u8], &[u8]); STACK_HEADERS] = [(&[], &[]); STACK_HEADERS];
+    for (pair, header) in pairs.iter_mut().zip(headers.iter()) {
+        *pair = header.pair();
+    }
+    f(pairs.get(..n).unwrap_or_default())
+}
+
 /// Notes a change to the request headers: the route is matched again
 /// before the request leaves (as Envoy does for wasm filters).
 fn changed(kind: u32) {
@@ -459,7 +483,7 @@ pub extern "C" fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, 
     let filter = with_worker(|w| w.filter);
     unsafe {
         match header_type(map_type) {
-            Some(kind) if !filter.is_null() => give_map(&envoy_headers(filter, kind), data, size),
+            Some(kind) if !filter.is_null() => with_envoy_headers(filter, kind, |pairs| give_map(pairs, data, size)),
             _ => give_map(&[], data, size),
         }
     }
@@ -713,22 +737,21 @@ pub extern "C" fn proxy_set_shared_data(key: *const u8, key_size: usize, value: 
     }
 }
 
-/// Reads and rewrites a shared value under the map's lock: `f` gets the
-/// value (None if absent) and returns the new one, or None to leave it. The
-/// value is read where it is (no copy out) and the new one moved in, with a
-/// new version for any reader's compare-and-swap. False if the lock is
-/// poisoned.
+/// Reads and rewrites a shared value under the map's lock: `f` rewrites
+/// it where it lies ([`crate::shared::Rewrite`]: no copy out, and its
+/// buffer reused), and a value kept gets a new version for any reader's
+/// compare-and-swap. False if the lock is poisoned.
 pub(crate) fn modify_shared_data(key: &[u8], f: &mut crate::shared::Rewrite<'_>) -> bool {
     let Ok(mut map) = shared().lock() else { return false };
     match map.get_mut(key) {
         Some((value, version)) => {
-            if let Some(new) = f(Some(value)) {
-                *value = new;
+            if f(value, true) {
                 *version = NEXT_CAS.fetch_add(1, Ordering::Relaxed).max(1);
             }
         }
         None => {
-            if let Some(new) = f(None) {
+            let mut new = Vec::new();
+            if f(&mut new, false) {
                 map.insert(key.to_vec(), (new, NEXT_CAS.fetch_add(1, Ordering::Relaxed).max(1)));
             }
         }
