@@ -90,7 +90,7 @@ pub struct ModelState(pub Vec<DeploymentState>);
 impl Record for ModelState {
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        out.reserve(self.0.len().saturating_mul(7 * 8));
+        out.reserve(self.0.len().saturating_mul(FIELDS * 8));
         for d in &self.0 {
             for field in [d.in_flight, d.latency_ms, d.minute, d.requests, d.tokens, d.fails, d.cooldown_until_ms] {
                 out.extend_from_slice(&field.to_le_bytes());

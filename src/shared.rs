@@ -26,8 +26,8 @@ pub trait Store {
 /// with `false`, when there is no value) and rewrites them in place,
 /// returning whether to keep what it wrote. It writes only when it returns
 /// true, so false leaves the value as it was (and creates none). Rewriting
-/// in place reuses the value's buffer: a request's reservation and
-/// settlement allocate nothing.
+/// in place reuses the value's buffer: once a record has been written
+/// whole, a request's reservation and settlement allocate nothing.
 pub type Rewrite<'f> = dyn FnMut(&mut Vec<u8>, bool) -> bool + 'f;
 
 /// What [`update`] returns: the record before and after, the change's
