@@ -262,3 +262,77 @@ fn envoy_errors_come_in_openai_shape() {
     assert!(v["error"]["message"].as_str().unwrap().contains("upstream"), "{v}");
     assert_eq!(r.header("content-type"), Some("application/json"));
 }
+
+/// The model's name rewritten to a shorter and to a longer one, alone and
+/// with `stream_options` added: the provider gets exactly the client's bytes
+/// with those edits, and a `content-length` that matches (the native build
+/// makes such edits in the slice Envoy holds the body in).
+#[test]
+fn rewritten_bodies_arrive_byte_for_byte() {
+    let up = Upstream::openai();
+    let config = format!(
+        r#"
+model_list:
+  - model_name: a-rather-long-friendly-model-name
+    litellm_params: {{model: openai/short, api_base: "{base}/v1", api_key: os.environ/TEST_PROVIDER_KEY}}
+  - model_name: m
+    litellm_params: {{model: openai/a-much-longer-upstream-model-name-2024-07-18, api_base: "{base}/v1", api_key: os.environ/TEST_PROVIDER_KEY}}
+user_access:
+  - user_id: team-alpha
+    models: [a-rather-long-friendly-model-name, m]
+    api_keys: [os.environ/TEAM_ALPHA_KEY]
+"#,
+        base = up.base_url()
+    );
+    let gw = Gateway::start_with(&config, &standard_env(), 1);
+    let padding = "x".repeat(3000);
+    let cases: [(&str, &str, String, String); 6] = [
+        (
+            "a-rather-long-friendly-model-name",
+            "short",
+            format!(r#"{{"model": "a-rather-long-friendly-model-name", "messages": [{{"role": "user", "content": "{padding}"}}]}}"#),
+            format!(r#"{{"model": "short", "messages": [{{"role": "user", "content": "{padding}"}}]}}"#),
+        ),
+        (
+            "m",
+            "a-much-longer-upstream-model-name-2024-07-18",
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{padding}"}}]}}"#),
+            format!(r#"{{"model":"a-much-longer-upstream-model-name-2024-07-18","messages":[{{"role":"user","content":"{padding}"}}]}}"#),
+        ),
+        (
+            // The model last: the edit reaches the body's end.
+            "m",
+            "a-much-longer-upstream-model-name-2024-07-18",
+            r#"{"messages":[{"role":"user","content":"hi"}],"model":"m"}"#.to_string(),
+            r#"{"messages":[{"role":"user","content":"hi"}],"model":"a-much-longer-upstream-model-name-2024-07-18"}"#.to_string(),
+        ),
+        (
+            "m",
+            "a-much-longer-upstream-model-name-2024-07-18",
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#.to_string(),
+            r#"{"stream_options":{"include_usage":true},"model":"a-much-longer-upstream-model-name-2024-07-18","messages":[{"role":"user","content":"hi"}],"stream":true}"#.to_string(),
+        ),
+        (
+            "a-rather-long-friendly-model-name",
+            "short",
+            r#"{"model":"a-rather-long-friendly-model-name","stream":true,"messages":[{"role":"user","content":"hi"}]}"#.to_string(),
+            r#"{"stream_options":{"include_usage":true},"model":"short","stream":true,"messages":[{"role":"user","content":"hi"}]}"#.to_string(),
+        ),
+        (
+            // A body of one byte more than the longest name's growth.
+            "m",
+            "a-much-longer-upstream-model-name-2024-07-18",
+            r#"{"model":"m"}"#.to_string(),
+            r#"{"model":"a-much-longer-upstream-model-name-2024-07-18"}"#.to_string(),
+        ),
+    ];
+    for (i, (model, upstream_model, sent, want)) in cases.iter().enumerate() {
+        let r = gw.post("/v1/chat/completions", Some(ALPHA_KEY), sent);
+        assert_eq!(r.status, 200, "{model}: {}", r.body);
+        let reqs = up.wait_for(i + 1, std::time::Duration::from_secs(5));
+        let req = &reqs[i];
+        assert_forwarded(req, "/v1/chat/completions", upstream_model);
+        assert_eq!(req.body_str(), want.as_str(), "case {i}");
+        assert_eq!(req.header("content-length"), Some(want.len().to_string().as_str()), "case {i}");
+    }
+}

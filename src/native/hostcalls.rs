@@ -438,7 +438,12 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
         return OK;
     }
     unsafe {
-        let new = with_chunks(filter, request, |chunks| splice(chunks, start, size, slice(data, len)));
+        let data = slice(data, len);
+        if edit_where_it_lies(filter, request, start, size, data) {
+            with_worker(|w| w.body_view = None);
+            return OK;
+        }
+        let new = with_chunks(filter, request, |chunks| splice(chunks, start, size, data));
         let (buffered, received) = body_types(request);
         let held = |kind| abi::envoy_dynamic_module_callback_http_get_body_size(filter, kind);
         let (in_buffer, in_received) = (held(buffered), held(received));
@@ -458,6 +463,107 @@ pub extern "C" fn proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize,
     // The body changed: the next read asks Envoy where it lies.
     with_worker(|w| w.body_view = None);
     OK
+}
+
+/// The most an edit may lengthen a body and still be made where the body
+/// lies (the bytes pushed past its end are appended from the stack).
+const TAIL_MAX: usize = 512;
+
+/// Makes the edit of [`proxy_set_buffer_bytes`] in the slice Envoy holds
+/// the body in, when it holds it in one (a small request, a response read
+/// whole as a rule): Envoy lets a module write its body buffers in place.
+/// What the edit moves past the slice's end is appended, and a shortened
+/// body is drained from its front, so no copy of the body is made in the
+/// module or in Envoy. False, with nothing changed, when the body lies in
+/// several slices or the edit does not fit; the caller then rewrites it
+/// whole.
+unsafe fn edit_where_it_lies(filter: abi::FilterEnvoy, request: bool, start: usize, size: usize, data: &[u8]) -> bool {
+    let Some((kind, chunk)) = sole_chunk(filter, request) else {
+        return false;
+    };
+    let mut tail = [0u8; TAIL_MAX];
+    let Some(done) = edit_in_place(chunk, start, size, data, &mut tail) else {
+        return false;
+    };
+    let drained = done.drain == 0 || abi::envoy_dynamic_module_callback_http_drain_body(filter, kind, done.drain);
+    let appended = tail
+        .get(..done.append)
+        .is_some_and(|t| t.is_empty() || abi::envoy_dynamic_module_callback_http_append_body(filter, kind, ModuleBuffer::of(t)));
+    if !(drained && appended) {
+        log_message(3, b"rewriting a body where it lies failed");
+    }
+    true
+}
+
+/// The body type and the one slice a body lies in, when it lies in one.
+unsafe fn sole_chunk<'a>(filter: abi::FilterEnvoy, request: bool) -> Option<(u32, &'a mut [u8])> {
+    let view = body_view(filter, request);
+    let mut held = view.kinds.iter().zip(view.sizes.iter()).take(view.n).filter(|(_, &size)| size > 0);
+    let (&kind, _) = held.next()?;
+    if held.next().is_some() || abi::envoy_dynamic_module_callback_http_get_body_chunks_size(filter, kind) != 1 {
+        return None;
+    }
+    let mut chunk = [EnvoyBuffer::EMPTY];
+    if !abi::envoy_dynamic_module_callback_http_get_body_chunks(filter, kind, chunk.as_mut_ptr()) {
+        return None;
+    }
+    let [chunk] = chunk;
+    if chunk.ptr.is_null() || chunk.length == 0 {
+        return None;
+    }
+    // SAFETY: Envoy lends the slice, writable (its SDK hands it out as a
+    // mutable buffer), until the body changes; nothing else holds it.
+    Some((kind, std::slice::from_raw_parts_mut(chunk.ptr.cast_mut(), chunk.length)))
+}
+
+/// What is left to do after [`edit_in_place`]: bytes to drain from the
+/// body's front, and bytes (the start of the tail) to append at its end.
+#[derive(Debug, PartialEq, Eq)]
+struct InPlace {
+    drain: usize,
+    append: usize,
+}
+
+/// Replaces `body[start..start + size]` with `data` within `body`'s own
+/// bytes. A shorter result is moved to the end of `body` (only the bytes
+/// before the edit move), leaving `drain` bytes at the front to drop; a
+/// longer one keeps its first `body.len()` bytes in `body` and puts the
+/// rest in `tail`, to append. None, with `body` untouched, when the edit
+/// reaches past the body or lengthens it by more than `tail` holds.
+fn edit_in_place(body: &mut [u8], start: usize, size: usize, data: &[u8], tail: &mut [u8]) -> Option<InPlace> {
+    let total = body.len();
+    let end = start.checked_add(size).filter(|&end| end <= total)?;
+    let len = data.len();
+    if len <= size {
+        let drain = size - len;
+        // The bytes before the edit move right by `drain`; the edit's
+        // bytes then end where the replaced ones ended.
+        let new_start = start.checked_add(drain)?;
+        body.get(..start)?;
+        body.copy_within(..start, drain);
+        body.get_mut(new_start..end)?.copy_from_slice(data);
+        return Some(InPlace { drain, append: 0 });
+    }
+    let grow = len - size;
+    let tail = tail.get_mut(..grow)?;
+    let data_end = start.checked_add(len)?;
+    if data_end >= total {
+        // The edit runs past the body's end: the rest of it, then all the
+        // bytes after the replaced ones, are appended.
+        let (inside, outside) = data.split_at_checked(total - start)?;
+        let (from_data, from_body) = tail.split_at_mut_checked(outside.len())?;
+        from_data.copy_from_slice(outside);
+        from_body.copy_from_slice(body.get(end..)?);
+        body.get_mut(start..)?.copy_from_slice(inside);
+    } else {
+        // The body's last `grow` bytes are appended; the bytes after the
+        // edit move right by `grow` to end where the body ends.
+        tail.copy_from_slice(body.get(total - grow..)?);
+        body.get(end..total - grow)?;
+        body.copy_within(end..total - grow, data_end);
+        body.get_mut(start..data_end)?.copy_from_slice(data);
+    }
+    Some(InPlace { drain: 0, append: grow })
 }
 
 unsafe fn received_is_buffer(filter: abi::FilterEnvoy, request: bool) -> bool {
@@ -990,6 +1096,42 @@ mod tests {
             }
         }
         assert_eq!(splice(&[], 0, 0, b"new"), b"new");
+    }
+
+    #[test]
+    fn edits_made_where_the_body_lies() {
+        let body = b"{\"model\":\"gpt-4o-mini\",\"messages\":[]}";
+        let datas: [&[u8]; 5] = [b"", b"X", b"XYZ", b"{\"model\":\"gpt-4o-mini-2024-07-18\"", &[b'#'; 60]];
+        for start in 0..=body.len() {
+            for size in 0..=body.len() - start {
+                for data in datas {
+                    let mut want = body.to_vec();
+                    want.splice(start..start + size, data.iter().copied());
+                    let mut held = body.to_vec();
+                    let mut tail = [0u8; 64];
+                    let done = edit_in_place(&mut held, start, size, data, &mut tail).unwrap();
+                    // What Envoy then does: drain the front, append the tail.
+                    let mut got = held[done.drain..].to_vec();
+                    got.extend_from_slice(&tail[..done.append]);
+                    assert_eq!(got, want, "{start}+{size} with {} bytes", data.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn edits_that_do_not_fit_leave_the_body_alone() {
+        let body = b"0123456789";
+        let mut held = body.to_vec();
+        let mut tail = [0u8; 4];
+        // Past the end, or longer by more than the tail holds.
+        assert_eq!(edit_in_place(&mut held, 8, 3, b"x", &mut tail), None);
+        assert_eq!(edit_in_place(&mut held, 11, 0, b"x", &mut tail), None);
+        assert_eq!(edit_in_place(&mut held, 2, 1, b"abcdef", &mut tail), None);
+        assert_eq!(&held, body);
+        // Longer by exactly the tail: made.
+        assert_eq!(edit_in_place(&mut held, 2, 1, b"abcde", &mut tail), Some(InPlace { drain: 0, append: 4 }));
+        assert_eq!([&held[..], &tail[..]].concat(), b"01abcde3456789");
     }
 
     #[test]
