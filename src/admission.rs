@@ -223,11 +223,9 @@ fn stream_plan(
     let client_asked_usage = match top.get(TopKey::StreamOptions) {
         None => {
             // Insert right after the body's opening brace.
+            const MEMBER: &[u8] = br#""stream_options":{"include_usage":true},"#;
             let at = body.iter().position(|b| *b == b'{').map_or(1, |i| i.saturating_add(1));
-            let mut with = br#""stream_options":"#.to_vec();
-            with.extend_from_slice(INCLUDE_USAGE);
-            with.push(b',');
-            *edit = Some(Edit { start: at, end: at, with: Cow::Owned(with) });
+            *edit = Some(Edit { start: at, end: at, with: Cow::Borrowed(MEMBER) });
             false
         }
         Some(span) if span.kind == Kind::Null => {
@@ -491,6 +489,22 @@ fn decide<'g>(
 /// `x-envoy-*` header removed (those steer Envoy's router: only the gateway
 /// sets them). Each edit is one call into Envoy, so the fewer the better.
 pub fn header_edits<'a>(client: &'a HeaderList, changes: &'a [(&'static str, Option<Cow<'_, str>>)]) -> Vec<(&'a str, HeaderEdit<'a>)> {
+    let mut edits = Vec::with_capacity(changes.len());
+    each_header_edit(client, changes, |name, edit| {
+        edits.push((name, edit));
+        true
+    });
+    edits
+}
+
+/// [`header_edits`], each handed to `apply` in the same order as it is
+/// found (no list is built); stops at the first edit `apply` refuses, and
+/// says whether all were taken.
+pub fn each_header_edit<'a>(
+    client: &'a HeaderList,
+    changes: &'a [(&'static str, Option<Cow<'_, str>>)],
+    mut apply: impl FnMut(&'a str, HeaderEdit<'a>) -> bool,
+) -> bool {
     // One pass over the client's headers. For each change: whether the
     // client sent its header, whether more than once, and whether the
     // first value already equals the change's. Names are compared by
@@ -527,20 +541,21 @@ pub fn header_edits<'a>(client: &'a HeaderList, changes: &'a [(&'static str, Opt
             None => {}
         }
     }
-    let mut edits: Vec<(&'a str, HeaderEdit<'a>)> = Vec::with_capacity(changes.len() + stray.len());
     for ((name, value), s) in changes.iter().zip(seen.iter()) {
-        match value {
-            Some(_) if s.count == 1 && s.first_equal => {}
+        let edit = match value {
+            Some(_) if s.count == 1 && s.first_equal => continue,
             // Envoy adds a header the client did not send without first
             // looking for it to remove (and an empty value only by setting).
-            Some(v) if s.count == 0 && !v.is_empty() => edits.push((name, HeaderEdit::Add(v))),
-            Some(v) => edits.push((name, HeaderEdit::Set(v))),
-            None if s.count > 0 => edits.push((name, HeaderEdit::Remove)),
-            None => {}
+            Some(v) if s.count == 0 && !v.is_empty() => HeaderEdit::Add(v),
+            Some(v) => HeaderEdit::Set(v),
+            None if s.count > 0 => HeaderEdit::Remove,
+            None => continue,
+        };
+        if !apply(name, edit) {
+            return false;
         }
     }
-    edits.extend(stray.into_iter().map(|name| (name, HeaderEdit::Remove)));
-    edits
+    stray.into_iter().all(|name| apply(name, HeaderEdit::Remove))
 }
 
 /// One of [`header_edits`]: how a header changes.

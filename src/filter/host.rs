@@ -52,7 +52,7 @@ pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str>
 /// Applies the forward's header changes to the request Envoy holds: one
 /// hostcall for each header that actually changes (`admission::header_edits`).
 pub fn rewrite_request_headers(headers: &HeaderList, changes: &[(&'static str, Option<std::borrow::Cow<'_, str>>)]) -> bool {
-    crate::admission::header_edits(headers, changes).into_iter().all(|(name, edit)| match edit {
+    crate::admission::each_header_edit(headers, changes, |name, edit| match edit {
         HeaderEdit::Add(value) => match hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value) {
             Ok(()) => true,
             Err(status) => {
