@@ -262,7 +262,7 @@ class Intervals(unittest.TestCase):
 
 
 class ARealRun(unittest.TestCase):
-    """The runs of 4445694 and aa5fa23 (their results.json, kept in bench/testdata)."""
+    """The runs of 4445694, aa5fa23 and 920798e (their results.json, kept in bench/testdata)."""
 
     def test_the_intervals_of_a_run_that_recorded_them(self):
         summary = json.loads((Path(__file__).parent / "testdata/results-aa5fa23.json").read_text())
@@ -300,6 +300,18 @@ class ARealRun(unittest.TestCase):
         self.assertFalse(met["streaming: time to first token added"])
         self.assertFalse(met["1 KB: extra proxy CPU a request, on a saturated core"])
         self.assertTrue(met["RSS flat over a 10-minute soak at 500 requests/s"])
+
+    def test_the_run_that_meets_every_target(self):
+        # The run of 920798e, the one BENCHMARKS.md names: every target met
+        # by its median, and its figures read again from its own samples.
+        summary = json.loads((Path(__file__).parent / "testdata/results-920798e.json").read_text())
+        met = native_met(summary)
+        self.assertEqual(len(met), 7)
+        self.assertTrue(all(met.values()), met)
+        by_size = summary["samples"]["by_size"]["1 KB"]
+        diffs = sorted(a - b for a, b in zip(by_size["native"]["p50"], by_size["envoy"]["p50"]))
+        self.assertEqual(statistics.median(diffs), 27.5)
+        self.assertIn("The native build in this run: every target measured is met", targets.table(summary))
 
 
 if __name__ == "__main__":
