@@ -50,7 +50,7 @@ pub fn find<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h str>
 }
 
 /// Applies the forward's header changes to the request Envoy holds: one
-/// hostcall for each header that actually changes (`admission::header_edits`).
+/// hostcall for each header that actually changes (`admission::each_header_edit`).
 pub fn rewrite_request_headers(headers: &HeaderList, changes: &[(&'static str, Option<std::borrow::Cow<'_, str>>)]) -> bool {
     crate::admission::each_header_edit(headers, changes, |name, edit| match edit {
         HeaderEdit::Add(value) => match hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value) {

@@ -538,8 +538,9 @@ fn edit_in_place(body: &mut [u8], start: usize, size: usize, data: &[u8], tail: 
         let drain = size - len;
         // The bytes before the edit move right by `drain`; the edit's
         // bytes then end where the replaced ones ended.
-        let new_start = start.checked_add(drain)?;
-        body.get(..start)?;
+        // `new_start` is at most `end`, so the move stays inside `body`
+        // (`copy_within` panics otherwise).
+        let new_start = start.checked_add(drain).filter(|&s| s <= end)?;
         body.copy_within(..start, drain);
         body.get_mut(new_start..end)?.copy_from_slice(data);
         return Some(InPlace { drain, append: 0 });
@@ -558,9 +559,11 @@ fn edit_in_place(body: &mut [u8], start: usize, size: usize, data: &[u8], tail: 
     } else {
         // The body's last `grow` bytes are appended; the bytes after the
         // edit move right by `grow` to end where the body ends.
-        tail.copy_from_slice(body.get(total - grow..)?);
-        body.get(end..total - grow)?;
-        body.copy_within(end..total - grow, data_end);
+        // `end + grow == data_end < total`: the moved bytes and their new
+        // place both lie inside `body`.
+        let kept = total - grow;
+        tail.copy_from_slice(body.get(kept..)?);
+        body.copy_within(end..kept, data_end);
         body.get_mut(start..data_end)?.copy_from_slice(data);
     }
     Some(InPlace { drain: 0, append: grow })
